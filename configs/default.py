@@ -1,0 +1,61 @@
+"""Default: SqueezeNet 1.1 with the CIFAR stem on CIFAR-10 (tfds), Nesterov SGD + cosine.
+
+Every other config starts from this one and changes a few fields; every field can be
+overridden on the command line, e.g. `--config.model.bypass=simple`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'squeezenet'  # squeezenet | alexnet
+  config.model.version = '1.1'  # 1.0 | 1.1 (squeezenet only)
+  config.model.stem = 'cifar'  # imagenet (stride-2 stem, 224x224) | cifar (stride-1, 32x32)
+  config.model.bypass = 'none'  # none | simple | complex
+  config.model.batch_norm = False
+  config.model.num_classes = 10
+  config.model.dropout = 0.5
+  # The paper's metaparameters (section 5); these defaults give v1.0's fire widths.
+  config.model.base_e = 128
+  config.model.incr_e = 128
+  config.model.freq = 2
+  config.model.pct3x3 = 0.5
+  config.model.squeeze_ratio = 0.125
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = 'tfds'  # tfds | folder | synthetic
+  config.data.path = ''  # folder: comma-separated dirs or .tar/.tar.gz/.tar.xz archives
+  config.data.dataset = 'cifar10'  # tfds name
+  config.data.tfds_data_dir = ''  # '' = tfds default (~/tensorflow_datasets)
+  config.data.cache_dir = ''  # decoded folder cache; '' = $XDG_CACHE_HOME/squeezenet_jax
+  config.data.image_size = 32
+  config.data.val_size = 5000  # held out of train when the source has no validation split
+  config.data.split_seed = 0  # fixed: the held-out set never depends on `seed`
+  config.data.limit = 0  # at most this many training images (0: all)
+  config.data.eval_split = ''  # '' = test where one exists, else validation
+  config.data.synthetic_train_size = 2048
+  config.data.synthetic_eval_size = 512
+
+  config.augment = ml_collections.ConfigDict()
+  config.augment.crop_padding = 4  # random crop after zero-padding by this many pixels
+  config.augment.flip = True
+
+  config.optimizer = 'sgd'  # sgd (Nesterov momentum) | adamw
+  config.learning_rate = 0.1  # peak, for a batch of `batch_size`
+  config.momentum = 0.9
+  config.weight_decay = 5e-4
+  config.label_smoothing = 0.1
+  config.warmup_epochs = 1.0
+  config.num_epochs = 30
+  config.batch_size = 512  # global, split over all devices on the `data` mesh axis
+  config.eval_batch_size = 1000
+  config.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)
+  config.seed = 0
+
+  config.eval_every_epochs = 1
+  config.checkpoint_every_epochs = 1
+  config.max_to_keep = 3
+  return config

@@ -1,0 +1,145 @@
+"""Per-layer parameter, MAC and byte accounting from a shape-only trace of the model.
+
+Layers are the ones `models` records while tracing a zeros batch of the config's image
+size, so the table follows what actually runs. The formula total is checked against
+the parameters the built model holds; a mismatch is a bug in one of the two.
+"""
+
+import math
+from typing import Any
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from squeezenet_jax import models
+
+# Bytes per parameter of each storage format.
+BYTES_PER_PARAM = {'float32': 4, 'bfloat16': 2, 'int8': 1}
+_MIB = 2**20
+
+
+def _size(tree) -> int:
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def count_params(model: nnx.Module) -> int:
+  """Entries of the model's nnx.Param leaves (works on abstract eval_shape models)."""
+  return _size(nnx.state(model, nnx.Param))
+
+
+def count_batch_stats(model: nnx.Module) -> int:
+  """Entries of the BN running statistics (not parameters: never trained)."""
+  return _size(nnx.state(model, nnx.BatchStat))
+
+
+def layer_row(record: models.LayerRecord) -> dict[str, Any]:
+  """Params and MACs of one layer from the formulas.
+
+  conv: K*K*C*F (+F bias) params, K*K*C*F*Ho*Wo MACs; dense: C*F (+F) params, C*F
+  MACs; BN: 2*C params (scale, bias) plus 2*C running statistics and no MACs
+  (it folds into the preceding conv at inference).
+  """
+  c, f = record.in_channels, record.filters
+  bias = f if record.bias else 0
+  batch_stats = 0
+  if record.kind == 'conv':
+    weights = record.kernel**2 * c * f
+    params, macs = weights + bias, weights * math.prod(record.out_size)
+  elif record.kind == 'dense':
+    params, macs = c * f + bias, c * f
+  else:
+    params, macs, batch_stats = 2 * c, 0, 2 * c
+  return {
+      'name': record.name,
+      'type': record.kind,
+      'kernel': record.kernel,
+      'stride': record.stride,
+      'in_channels': c,
+      'filters': f,
+      'out_size': list(record.out_size) if record.out_size else None,
+      'params': params,
+      'batch_stats': batch_stats,
+      'macs': macs,
+  }
+
+
+def _abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
+  return nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
+
+
+def trace_layers(model: nnx.Module, image_size: int) -> list[models.LayerRecord]:
+  """Layers executed on one image_size x image_size RGB image, from a shape-only trace."""
+  image = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  with models.recording() as records:
+    nnx.eval_shape(lambda m, x: m(x), model, image)
+  return records
+
+
+def summarize(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The summary.json dict: per-layer rows, totals, MACs per image and bytes per format."""
+  image_size = config.data.image_size
+  model = _abstract_model(config)
+  layers = [layer_row(r) for r in trace_layers(model, image_size)]
+  total = count_params(model)
+  analytic = sum(row['params'] for row in layers)
+  if analytic != total:
+    raise RuntimeError(f'accounting bug: formula gives {analytic:,} params, the '
+                       f'model holds {total:,}')
+  batch_stats = count_batch_stats(model)
+  if batch_stats != sum(row['batch_stats'] for row in layers):
+    raise RuntimeError('accounting bug: BN running statistics do not match the layers')
+  return {
+      'model': config.model.to_dict(),
+      'image_size': image_size,
+      'layers': layers,
+      'total_params': total,
+      'analytic_params': analytic,
+      'batch_norm_params': sum(r['params'] for r in layers if r['type'] == 'bn'),
+      'batch_stats': batch_stats,
+      'macs': sum(row['macs'] for row in layers),
+      'bytes': {fmt: total * n for fmt, n in BYTES_PER_PARAM.items()},
+  }
+
+
+def _cell(value: Any) -> str:
+  if value is None:
+    return '-'
+  if isinstance(value, list):
+    return 'x'.join(map(str, value))
+  return f'{value:,}' if isinstance(value, int) else str(value)
+
+
+_COLUMNS = (  # (header, row key, width)
+    ('Layer', 'name', 26), ('Kernel', 'kernel', 6), ('Stride', 'stride', 6),
+    ('In', 'in_channels', 6), ('Filters', 'filters', 7), ('Out', 'out_size', 9),
+    ('Params', 'params', 12), ('MACs', 'macs', 15))
+
+
+def format_table(summary: dict[str, Any]) -> str:
+  """A fixed-width per-layer table with totals, like Keras summary()."""
+
+  def line(cells):
+    return '  '.join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                     for i, (cell, (_, _, w)) in enumerate(zip(cells, _COLUMNS)))
+
+  header = line([h for h, _, _ in _COLUMNS])
+  rule = '-' * len(header)
+  rows = [line([_cell(row[key]) for _, key, _ in _COLUMNS])
+          for row in summary['layers']]
+  m = summary['model']
+  arch = f"squeezenet {m['version']}" if m['name'] == 'squeezenet' else m['name']
+  title = (f"{arch}: stem={m['stem']} bypass={m['bypass']} "
+           f"batch_norm={m['batch_norm']} classes={m['num_classes']} @ "
+           f"{summary['image_size']}x{summary['image_size']}")
+  sizes = ' | '.join(f'{fmt} {n / _MIB:,.2f} MiB'
+                     for fmt, n in summary['bytes'].items())
+  footer = [
+      f"Total params: {summary['total_params']:,} (analytic "
+      f"{summary['analytic_params']:,}; of which BN {summary['batch_norm_params']:,})",
+      f"BN running statistics: {summary['batch_stats']:,}",
+      f"MACs per image: {summary['macs']:,} ({summary['macs'] / 1e6:,.1f} M)",
+      f'Parameter bytes: {sizes}',
+  ]
+  return '\n'.join([title, rule, header, rule, *rows, rule, *footer])

@@ -1,0 +1,58 @@
+"""On-device augmentation and normalisation: pure JAX, run inside the compiled epoch.
+
+The dataset stays on device as uint8, so images are augmented per batch there rather
+than on the host.
+"""
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+# Per-channel statistics of the CIFAR-10 training images, on the 0..255 scale.
+CIFAR10_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
+CIFAR10_STD = (0.2470 * 255, 0.2435 * 255, 0.2616 * 255)
+
+
+def random_crop_flip(key: jax.Array, images: jax.Array, *, padding: int = 4,
+                     flip: bool = True) -> jax.Array:
+  """Random HxW crops of the zero-padded images, each mirrored with probability 1/2.
+
+  Args:
+    key: PRNG key; the same key gives the same crops and flips.
+    images: [B, H, W, C] batch (uint8 or any dtype; returned unchanged in dtype).
+    padding: zero pixels added on each side before cropping; 0 disables cropping.
+    flip: whether to mirror a random half of the images left-right.
+
+  Returns:
+    The augmented [B, H, W, C] batch.
+  """
+  crop_key, flip_key = jax.random.split(key)
+  if padding:
+    images = _random_crop(crop_key, images, padding)
+  if flip:
+    mirrored = jax.random.bernoulli(flip_key, 0.5, (images.shape[0], 1, 1, 1))
+    images = jnp.where(mirrored, flip_horizontal(images), images)
+  return images
+
+
+def _random_crop(key: jax.Array, images: jax.Array, padding: int) -> jax.Array:
+  batch, height, width, channels = images.shape
+  padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  offsets = jax.random.randint(key, (batch, 2), 0, 2 * padding + 1)
+
+  def crop(image, offset):
+    return lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
+
+  return jax.vmap(crop)(padded, offsets)
+
+
+def flip_horizontal(images: jax.Array) -> jax.Array:
+  """Mirrors a [B, H, W, C] batch left-right (also for test-time augmentation)."""
+  return images[:, :, ::-1, :]
+
+
+def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """uint8 images to zero-mean, unit-variance (per CIFAR-10 channel) `dtype` values."""
+  mean = jnp.asarray(CIFAR10_MEAN, jnp.float32)
+  std = jnp.asarray(CIFAR10_STD, jnp.float32)
+  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)

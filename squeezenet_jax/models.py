@@ -395,9 +395,13 @@ class AlexNet(nnx.Module):
 _MODELS = {'squeezenet': SqueezeNet, 'alexnet': AlexNet}
 
 
+def compute_dtype(config: ml_collections.ConfigDict):
+  """config.dtype as a jnp dtype: what activations compute in (params stay float32)."""
+  return DTYPES[_check_choice('dtype', config.dtype, DTYPES)]
+
+
 def create_model(config: ml_collections.ConfigDict, *,
                  rngs: nnx.Rngs) -> nnx.Module:
   """Builds the model named by config.model.name, computing in config.dtype."""
   model_cls = _MODELS[_check_choice('model.name', config.model.name, _MODELS)]
-  dtype = DTYPES[_check_choice('dtype', config.dtype, DTYPES)]
-  return model_cls(config.model, dtype=dtype, rngs=rngs)
+  return model_cls(config.model, dtype=compute_dtype(config), rngs=rngs)

@@ -12,6 +12,7 @@ from squeezenet_jax import summary
 
 def make_config(**model_fields):
   config = default.get_config()
+  model_fields.setdefault('batch_norm', False)  # the paper's (and torchvision's) layout
   for key, value in model_fields.items():
     config.model[key] = value
   config.data.image_size = 224 if config.model.stem == 'imagenet' else 32

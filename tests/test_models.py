@@ -16,6 +16,7 @@ from squeezenet_jax.errors import UserError
 
 def make_config(dtype='float32', **model_fields):
   config = default.get_config()
+  model_fields.setdefault('batch_norm', False)  # the paper's (and torchvision's) layout
   config.dtype = dtype
   for key, value in model_fields.items():
     config.model[key] = value

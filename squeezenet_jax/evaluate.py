@@ -1,0 +1,49 @@
+"""`--mode=eval`: score a run's latest checkpoint on one split.
+
+The model comes from the run's own config.json; only `data.*` may be overridden, to
+choose what to evaluate on (e.g. a test archive the run never saw).
+"""
+
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from squeezenet_jax import checkpoints
+from squeezenet_jax import input_pipeline
+from squeezenet_jax import train
+from squeezenet_jax import workdir as workdir_lib
+
+
+def run_config(workdir: str, data_overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The run's config with the given `data.*` overrides (dotted names below `data`)."""
+  config = workdir_lib.load_config(workdir)
+  with config.unlocked():
+    for name, value in data_overrides.items():
+      node = config.data
+      *parents, leaf = name.split('.')
+      for parent in parents:
+        node = node[parent]
+      node[leaf] = value
+  return config
+
+
+def run(workdir: str, data_overrides: dict[str, Any], tta: bool = False) -> dict[str, Any]:
+  config = run_config(workdir, data_overrides)
+  split = input_pipeline.resolve_eval_split(
+      config.data, input_pipeline.available_splits(config.data))
+  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), read_only=True)
+  exp = train.Experiment(config, splits=(split,))
+  exp.restore(checkpointer)
+  scores = exp.score(split, tta=tta)
+  logging.info('step %d on %s (%d images): accuracy %.4f, loss %.4f', int(exp.state.step),
+               split, exp.eval_split(split).size, scores['accuracy'], scores['loss'])
+  results_path = f'{workdir}/{workdir_lib.RESULTS_FILE}'
+  results = workdir_lib.read_json(results_path) if checkpointer.directory.parent.joinpath(
+      workdir_lib.RESULTS_FILE).exists() else {}
+  results.update({f'{split}_{k}': v for k, v in scores.items()})
+  results.update(train.model_size_fields(config, exp.state.params))
+  results.update({'checkpoint_bytes': checkpointer.step_bytes(),
+                  'checkpoint_step': checkpointer.latest_step(), f'{split}_images': exp.eval_split(split).size})
+  workdir_lib.write_json(results_path, results)
+  return results

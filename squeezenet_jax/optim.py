@@ -1,0 +1,35 @@
+"""Optimizer and learning-rate schedule from the config, all from optax."""
+
+import jax
+import ml_collections
+import optax
+
+from squeezenet_jax.errors import UserError
+
+OPTIMIZERS = ('sgd', 'adamw')
+
+
+def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+  """Linear warmup then cosine decay to zero, over the whole run."""
+  total_steps = max(1, int(config.num_epochs * steps_per_epoch))
+  warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.learning_rate,
+      warmup_steps=max(0, warmup_steps), decay_steps=total_steps, end_value=0.0)
+
+
+def _decay_mask(params):
+  """Weight decay on kernels only: biases and BatchNorm scales/offsets are not decayed."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   steps_per_epoch: int) -> optax.GradientTransformation:
+  schedule = make_schedule(config, steps_per_epoch)
+  if config.optimizer == 'sgd':
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay, mask=_decay_mask),
+        optax.sgd(schedule, momentum=config.momentum, nesterov=True))
+  if config.optimizer == 'adamw':
+    return optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask)
+  raise UserError(f'unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}')

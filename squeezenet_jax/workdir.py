@@ -1,0 +1,96 @@
+"""The run's workdir: its config, guarded against being reused by another config.
+
+A workdir belongs to one config. Rerunning the same command resumes it; a different
+config is refused (nothing of the earlier run is touched) unless the user says so.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from squeezenet_jax.errors import UserError
+
+CONFIG_FILE = 'config.json'
+RESULTS_FILE = 'results.json'
+METRICS_FILE = 'metrics.jsonl'
+CHECKPOINT_DIR = 'checkpoints'
+
+# Fields (or `prefix.` groups) that change how a run is observed or exported, not
+# what it trains: a resumed run may change them freely.
+_OBSERVATION_FIELDS = ('eval_every_epochs', 'checkpoint_every_epochs', 'max_to_keep',
+                       'eval_batch_size', 'data.cache_dir', 'data.tfds_data_dir',
+                       'data.eval_split', 'export.')
+
+
+def _observation_only(field: str) -> bool:
+  return any(field == f or (f.endswith('.') and field.startswith(f))
+             for f in _OBSERVATION_FIELDS)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  """Writes atomically (temp file + rename), so a crash never leaves half a file."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + '\n')
+  os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  try:
+    return json.loads(Path(path).read_text())
+  except json.JSONDecodeError as e:
+    raise UserError(f'{path} is not valid JSON ({e})') from None
+
+
+def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in d.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(_flatten(value, name + '.'))
+    else:
+      flat[name] = value
+  return flat
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+  """Fields (dotted) whose values differ, ignoring observation-only fields."""
+  old_flat, new_flat = _flatten(old), _flatten(new)
+  return sorted(k for k in old_flat.keys() | new_flat.keys()
+                if not _observation_only(k) and old_flat.get(k) != new_flat.get(k))
+
+
+def claim(workdir: str, config: ml_collections.ConfigDict, allow_config_change: bool) -> None:
+  """Creates the workdir for `config`, or checks that it already holds this config's run."""
+  path = Path(workdir)
+  config_path = path / CONFIG_FILE
+  new = json.loads(config.to_json())
+  if config_path.exists():
+    diff = config_diff(read_json(config_path), new)
+    if diff and not allow_config_change:
+      shown = ', '.join(diff[:5]) + (' ...' if len(diff) > 5 else '')
+      raise UserError(
+          f'workdir {workdir} holds a run of another config (differs in {shown}); '
+          'use a new --workdir, or pass --allow_config_change to continue it anyway')
+    if not diff:
+      return
+  elif path.exists() and any(p.name != CONFIG_FILE for p in path.iterdir()):
+    raise UserError(f'workdir {workdir} is not empty and holds no {CONFIG_FILE}: '
+                    'refusing to write into it; choose another --workdir')
+  write_json(config_path, new)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with, for eval and export."""
+  config_path = Path(workdir) / CONFIG_FILE
+  if not config_path.exists():
+    raise UserError(f'{config_path} not found: is {workdir} the workdir of a train run?')
+  return ml_collections.ConfigDict(read_json(config_path))
+
+
+def checkpoint_dir(workdir: str) -> Path:
+  return Path(workdir).absolute() / CHECKPOINT_DIR

@@ -1,0 +1,115 @@
+"""Trainer: learning, data-parallel equivalence, scanned vs per-step, resume, eval."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from squeezenet_jax import checkpoints
+from squeezenet_jax import evaluate
+from squeezenet_jax import sharding
+from squeezenet_jax import train
+from squeezenet_jax.errors import UserError
+
+
+def _params_close(a, b, **tol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
+
+
+def _run_epoch(config, mesh):
+  exp = train.Experiment(config, splits=('train', 'validation'), mesh=mesh)
+  images, labels = exp.device_train_data()
+  epoch_fn, _ = exp.compile_epoch(images, labels)
+  state, metrics = epoch_fn(exp.state, images, labels)
+  return state, jax.device_get(metrics)
+
+
+def test_synthetic_run_learns_well_above_chance(tmp_path):
+  config = tiny_config(num_epochs=4, **{'data.synthetic_train_size': 1024})
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert results['val_accuracy'] > 0.5  # chance is 0.1
+  assert results['params'] == results['analytic_params']
+  assert results['checkpoint_bytes'] > 0
+  events = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [e['epoch'] for e in events] == [1, 2, 3, 4]
+  assert events[-1]['val_accuracy'] == results['val_accuracy']
+  assert {'step', 'train_loss', 'images_per_second'} <= events[0].keys()
+  assert json.loads((tmp_path / 'results.json').read_text()) == results
+
+
+def test_four_devices_match_one_device_for_the_same_global_batch():
+  assert jax.device_count() == 4
+  # Two steps of 32 at full learning rate; float reductions differ in order only.
+  config = tiny_config(warmup_epochs=0.0, **{'data.synthetic_train_size': 64 + 128})
+  state1, m1 = _run_epoch(config, sharding.make_mesh(jax.devices()[:1]))
+  state4, m4 = _run_epoch(config, sharding.make_mesh())
+  assert int(state1.step) == int(state4.step) == 2
+  np.testing.assert_allclose(m1['train_loss'], m4['train_loss'], rtol=1e-5)
+  np.testing.assert_allclose(m1['train_accuracy'], m4['train_accuracy'])
+  _params_close(state1.params, state4.params, rtol=1e-3, atol=1e-3)
+
+
+def test_scanned_epoch_equals_per_step_loop():
+  config = tiny_config(**{'data.synthetic_train_size': 128 + 128})
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  scanned, _ = _run_epoch(config, mesh)
+  exp = train.Experiment(config, splits=('train',), mesh=mesh)
+  images, labels = exp.device_train_data()
+  step = jax.jit(exp.train_step)
+  state = exp.state
+  batches = train.epoch_batches(state.rng, 0, images.shape[0], exp.steps_per_epoch,
+                                config.batch_size)
+  for idx in batches:
+    state, _ = step(state, images[idx], labels[idx])
+  assert int(state.step) == int(scanned.step) == exp.steps_per_epoch
+  _params_close(state.params, scanned.params, rtol=1e-3, atol=1e-4)
+
+
+def test_rerun_resumes_at_the_right_step_with_the_same_state(tmp_path):
+  full_dir, split_dir = tmp_path / 'full', tmp_path / 'split'
+  full = train.train_and_evaluate(tiny_config(num_epochs=2), str(full_dir))
+  train.train_and_evaluate(tiny_config(num_epochs=2), str(split_dir))
+  # Roll the second run back to its first epoch's checkpoint, then rerun: it resumes.
+  ckpt = checkpoints.Checkpointer(split_dir / 'checkpoints')
+  steps = ckpt.all_steps()
+  assert len(steps) == 2
+  import shutil
+  shutil.rmtree(split_dir / 'checkpoints' / str(steps[-1]))
+  resumed = train.train_and_evaluate(tiny_config(num_epochs=2), str(split_dir))
+  assert resumed['steps'] == full['steps']
+  assert resumed['val_accuracy'] == full['val_accuracy']
+  a = train.Experiment(tiny_config(num_epochs=2), splits=('validation',))
+  b = train.Experiment(tiny_config(num_epochs=2), splits=('validation',))
+  a.restore(checkpoints.Checkpointer(full_dir / 'checkpoints', read_only=True))
+  b.restore(checkpoints.Checkpointer(split_dir / 'checkpoints', read_only=True))
+  _params_close(a.state.params, b.state.params, rtol=0, atol=0)
+
+
+def test_eval_mode_scores_the_checkpoint(tmp_path):
+  trained = train.train_and_evaluate(tiny_config(num_epochs=2), str(tmp_path))
+  results = evaluate.run(str(tmp_path), {'eval_split': 'validation'})
+  assert results['validation_accuracy'] == pytest.approx(trained['val_accuracy'])
+  results = evaluate.run(str(tmp_path), {})  # synthetic has a test split: the default
+  assert 0.0 <= results['test_accuracy'] <= 1.0
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'batch_size': 30}, 'multiple of the device count'),
+    ({'batch_size': 4096}, 'exceeds'),
+    ({'optimizer': 'rmsprop'}, 'unknown optimizer'),
+    ({'dtype': 'float16'}, 'unknown dtype'),
+])
+def test_bad_config_is_a_user_error(tmp_path, overrides, message):
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+  train.train_and_evaluate(tiny_config(), str(tmp_path))
+  before = (tmp_path / 'results.json').read_text()
+  with pytest.raises(UserError, match='another config'):
+    train.train_and_evaluate(tiny_config(learning_rate=0.3), str(tmp_path))
+  assert (tmp_path / 'results.json').read_text() == before

@@ -4,6 +4,7 @@ The model comes from the run's own config.json; only `data.*` may be overridden,
 choose what to evaluate on (e.g. a test archive the run never saw).
 """
 
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -28,22 +29,28 @@ def run_config(workdir: str, data_overrides: dict[str, Any]) -> ml_collections.C
   return config
 
 
+def metric_prefix(split: str) -> str:
+  """results.json names: val_accuracy for the validation split, test_accuracy for test."""
+  return 'val' if split == 'validation' else split
+
+
 def run(workdir: str, data_overrides: dict[str, Any], tta: bool = False) -> dict[str, Any]:
   config = run_config(workdir, data_overrides)
-  split = input_pipeline.resolve_eval_split(
-      config.data, input_pipeline.available_splits(config.data))
+  split = input_pipeline.resolve_eval_split(config.data)
   checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), read_only=True)
   exp = train.Experiment(config, splits=(split,))
   exp.restore(checkpointer)
   scores = exp.score(split, tta=tta)
   logging.info('step %d on %s (%d images): accuracy %.4f, loss %.4f', int(exp.state.step),
                split, exp.eval_split(split).size, scores['accuracy'], scores['loss'])
-  results_path = f'{workdir}/{workdir_lib.RESULTS_FILE}'
-  results = workdir_lib.read_json(results_path) if checkpointer.directory.parent.joinpath(
-      workdir_lib.RESULTS_FILE).exists() else {}
-  results.update({f'{split}_{k}': v for k, v in scores.items()})
+  # Merged into the run's results.json: training's figures stay, this split's are added.
+  results_path = Path(workdir) / workdir_lib.RESULTS_FILE
+  results = workdir_lib.read_json(results_path) if results_path.exists() else {}
+  prefix = metric_prefix(split)
+  results.update({f'{prefix}_{k}': v for k, v in scores.items()})
+  results[f'{prefix}_images'] = exp.eval_split(split).size
   results.update(train.model_size_fields(config, exp.state.params))
-  results.update({'checkpoint_bytes': checkpointer.step_bytes(),
-                  'checkpoint_step': checkpointer.latest_step(), f'{split}_images': exp.eval_split(split).size})
+  results.update(checkpoint_bytes=checkpointer.step_bytes(),
+                 checkpoint_step=checkpointer.latest_step())
   workdir_lib.write_json(results_path, results)
   return results

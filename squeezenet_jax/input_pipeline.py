@@ -100,8 +100,10 @@ def available_splits(data_config) -> tuple[str, ...]:
   return _available(_open_source(data_config))
 
 
-def resolve_eval_split(data_config, available: Sequence[str]) -> str:
+def resolve_eval_split(data_config, available: Sequence[str] | None = None) -> str:
   """The split `--mode=eval` scores: data.eval_split, else test, else validation."""
+  if available is None:
+    available = available_splits(data_config)
   split = data_config.eval_split or ('test' if 'test' in available else 'validation')
   if split not in available:
     raise UserError(f'No {split!r} split to evaluate (data.eval_split); available: '

@@ -91,7 +91,7 @@ def test_rerun_resumes_at_the_right_step_with_the_same_state(tmp_path):
 def test_eval_mode_scores_the_checkpoint(tmp_path):
   trained = train.train_and_evaluate(tiny_config(num_epochs=2), str(tmp_path))
   results = evaluate.run(str(tmp_path), {'eval_split': 'validation'})
-  assert results['validation_accuracy'] == pytest.approx(trained['val_accuracy'])
+  assert results['val_accuracy'] == pytest.approx(trained['val_accuracy'])
   results = evaluate.run(str(tmp_path), {})  # synthetic has a test split: the default
   assert 0.0 <= results['test_accuracy'] <= 1.0
 

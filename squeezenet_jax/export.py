@@ -1,0 +1,157 @@
+"""`--mode=export`: inference exports of a run's latest checkpoint, each re-scored from disk.
+
+Formats, under `workdir/exports/<format>/`:
+  float32     orbax: parameters and BatchNorm statistics, no optimizer state.
+  bfloat16    orbax: parameters cast to bfloat16 (BN statistics stay float32).
+  int8        orbax: kernels int8 with a float32 scale per output channel.
+  compressed  one lzma file: pruned, k-means-shared kernels (Deep Compression).
+Each export is read back from disk, dequantised to float32 and scored with the code
+of `--mode=eval`, so the accuracy reported is the accuracy of the bytes reported.
+The report goes to sizes.json, sizes.md and sizes.png (see `size_report`).
+
+Settings come from the `export` block of the run's config.json, falling back to
+configs/default.py for runs trained before it existed. From the command line only
+`--config.data.*` reaches this mode (choosing the data to score); to change
+`export.*`, edit config.json or call `run(..., export_overrides={...})`.
+"""
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+
+from configs import default as default_config
+from squeezenet_jax import checkpoints
+from squeezenet_jax import evaluate
+from squeezenet_jax import input_pipeline
+from squeezenet_jax import models
+from squeezenet_jax import quantize
+from squeezenet_jax import sharding
+from squeezenet_jax import size_report
+from squeezenet_jax import train
+from squeezenet_jax import workdir as workdir_lib
+from squeezenet_jax.errors import UserError
+
+FORMATS = ('float32', 'bfloat16', 'int8', 'compressed')
+EXPORTS_DIR = 'exports'
+COMPRESSED_FILE = 'model.dc.xz'
+_MODEL_PARTS = ('params', 'batch_stats')
+
+Tree = dict[str, Any]
+
+
+def export_config(config: ml_collections.ConfigDict,
+                  overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The run's `export` block over the defaults, so that older runs still export."""
+  merged = default_config.get_config().export
+  merged.update(config.get('export', {}))
+  merged.update(overrides or {})
+  quantize.check_compression(merged.bits, merged.prune_fraction)
+  return merged
+
+
+def restore_model(checkpointer: checkpoints.Checkpointer, config: ml_collections.ConfigDict,
+                  mesh: jax.sharding.Mesh) -> Tree:
+  """The latest step's `model` item alone (no optimizer state), as numpy pure dicts."""
+  model = nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
+  _, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  replicated = sharding.replicated(mesh)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          {'params': params, 'batch_stats': batch_stats})
+  restored = checkpointer.restore({'model': abstract})['model']
+  return jax.device_get({part: nnx.to_pure_dict(restored[part]) for part in _MODEL_PARTS})
+
+
+def encode(fmt: str, model: Tree, settings: ml_collections.ConfigDict) -> Tree:
+  """What `fmt` stores: only the parameters change, BN statistics stay float32."""
+  params = model['params']
+  if fmt == 'bfloat16':
+    params = quantize.to_bfloat16(params)
+  elif fmt == 'int8':
+    params = quantize.encode_int8(params)
+  elif fmt == 'compressed':
+    params = quantize.encode_compressed(params, settings.bits, settings.prune_fraction)
+  return {'params': params, 'batch_stats': model['batch_stats']}
+
+
+def save(fmt: str, model: Tree, directory: Path, settings: ml_collections.ConfigDict) -> None:
+  """Writes the export of `fmt` to `directory`, replacing an earlier one."""
+  shutil.rmtree(directory, ignore_errors=True)
+  stored = encode(fmt, model, settings)
+  if fmt == 'compressed':
+    directory.mkdir(parents=True)
+    quantize.write_compressed(directory / COMPRESSED_FILE, stored)
+  else:
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(directory.absolute(), stored)
+
+
+def load(fmt: str, directory: Path) -> Tree:
+  """An export read back from disk and dequantised to float32."""
+  if fmt == 'compressed':
+    stored = quantize.read_compressed(directory / COMPRESSED_FILE)
+  else:
+    with ocp.StandardCheckpointer() as checkpointer:
+      stored = checkpointer.restore(directory.absolute())
+  # A part without arrays (no BatchNorm) may not survive the round trip.
+  return quantize.dequantize({part: stored.get(part, {}) for part in _MODEL_PARTS})
+
+
+def _filled(template: nnx.State, values: Tree, placement) -> nnx.State:
+  """A copy of `template` holding `values`, which must match it leaf for leaf."""
+
+  def check(ref, x):
+    if ref.shape != x.shape:
+      raise UserError(f'an export leaf has shape {x.shape} where the model has {ref.shape}: '
+                      'the export is of another model')
+    return jax.device_put(x.astype(ref.dtype), placement)
+
+  state = jax.tree.map(lambda x: x, template)
+  nnx.replace_by_pure_dict(state, jax.tree.map(check, nnx.to_pure_dict(template), values))
+  return state
+
+
+def score(exp: train.Experiment, split: str, model: Tree) -> dict[str, float]:
+  """Puts the model's weights into `exp.state` and scores `split` as `--mode=eval` does."""
+  placement = sharding.replicated(exp.mesh)
+  exp.state = exp.state.replace(
+      **{part: _filled(getattr(exp.state, part), model[part], placement)
+         for part in _MODEL_PARTS})
+  return exp.score(split)
+
+
+def export_format(exp: train.Experiment, split: str, fmt: str, model: Tree, directory: Path,
+                  settings: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Saves one format, reloads it from disk and scores it."""
+  save(fmt, model, directory, settings)
+  scores = score(exp, split, load(fmt, directory))
+  row = {'format': fmt, 'bytes': checkpoints.directory_bytes(directory),
+         'accuracy': scores['accuracy'], 'loss': scores['loss'],
+         'path': str(directory.relative_to(directory.parents[1]))}
+  logging.info('%-10s %12s bytes  accuracy %.4f', fmt, f'{row["bytes"]:,}', row['accuracy'])
+  return row
+
+
+def run(workdir: str, data_overrides: dict[str, Any],
+        export_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Exports every format, then writes and returns the size report (sizes.json)."""
+  config = evaluate.run_config(workdir, data_overrides)
+  settings = export_config(config, export_overrides)
+  split = input_pipeline.resolve_eval_split(config.data)
+  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), read_only=True)
+  exp = train.Experiment(config, splits=(split,))
+  model = restore_model(checkpointer, config, exp.mesh)
+  rows = [export_format(exp, split, fmt, model, Path(workdir) / EXPORTS_DIR / fmt, settings)
+          for fmt in FORMATS]
+  report = size_report.build(
+      config, rows, size_fields=train.model_size_fields(config, exp.state.params),
+      checkpointer=checkpointer,
+      raw_item_bytes=size_report.raw_bytes(exp.state.to_items()),
+      eval_split=split, eval_images=exp.eval_split(split).size, settings=settings)
+  size_report.write(workdir, report)
+  return report

@@ -1,0 +1,243 @@
+"""Post-training weight compression: int8 quantisation and Deep Compression.
+
+Both work on a model tree of nested dicts of numpy arrays (nnx pure dicts) and touch
+only the conv/dense kernels, which hold all but a few thousand of the parameters;
+biases and BatchNorm vectors stay float32, where rounding them would cost accuracy
+for no measurable saving.
+
+- int8: symmetric per-output-channel quantisation, q = round(w / s) with
+  s = max|w| / 127 over each last-axis channel (Krishnamoorthi 2018).
+- Deep Compression (Han et al. 2016): magnitude pruning, then per-layer k-means
+  weight sharing (linear initialisation over [min, max], Lloyd iterations) with a
+  2**bits codebook whose code 0 is an exact zero for the pruned weights; the indices
+  are stored a byte each and the whole file is entropy coded with lzma.
+"""
+
+import dataclasses
+import json
+import lzma
+import os
+import struct
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from squeezenet_jax.errors import UserError
+
+INT8_MAX = 127
+LLOYD_ITERATIONS = 20
+# The compressed file: magic, then lzma(header length, JSON header, array payload).
+MAGIC = b'SQZDC1\n'
+_LENGTH = struct.Struct('<I')
+
+Tree = dict[str, Any]
+
+
+def is_kernel(path: tuple[Any, ...]) -> bool:
+  """Conv and dense weights are the leaves named `kernel` (as in flax)."""
+  return bool(path) and getattr(path[-1], 'key', None) == 'kernel'
+
+
+def map_kernels(fn: Callable[[np.ndarray], Any], tree: Tree) -> Tree:
+  """Applies `fn` to every kernel and leaves the other leaves as they are."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: fn(x) if is_kernel(path) else x, tree)
+
+
+# ----------------------------------------------------------------------------
+# int8.
+
+
+def quantize_int8(w: np.ndarray) -> dict[str, np.ndarray]:
+  """{'q': int8 weights, 'scale': float32 per last-axis channel}; w ~ q * scale."""
+  w = np.asarray(w, np.float32)
+  max_abs = np.abs(w).reshape(-1, w.shape[-1]).max(axis=0)
+  scale = np.where(max_abs > 0, max_abs / INT8_MAX, 1.0).astype(np.float32)
+  q = np.clip(np.round(w / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
+  return {'q': q, 'scale': scale}
+
+
+def dequantize_int8(encoded: dict[str, np.ndarray]) -> np.ndarray:
+  return np.asarray(encoded['q'], np.float32) * np.asarray(encoded['scale'], np.float32)
+
+
+def _is_int8(x: Any) -> bool:
+  return isinstance(x, dict) and set(x) == {'q', 'scale'}
+
+
+def encode_int8(tree: Tree) -> Tree:
+  return map_kernels(quantize_int8, tree)
+
+
+def to_bfloat16(tree: Tree) -> Tree:
+  return jax.tree.map(lambda x: np.asarray(x, jnp.bfloat16), tree)
+
+
+# ----------------------------------------------------------------------------
+# Deep Compression: pruning and weight sharing.
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedWeights:
+  """A kernel as codebook indices: weights = codebook[indices].reshape(shape)."""
+
+  codebook: np.ndarray  # float32 (2**bits,), codebook[0] == 0 (the pruned weights)
+  indices: np.ndarray  # uint8, flat
+  shape: tuple[int, ...]
+
+  def dequantize(self) -> np.ndarray:
+    return self.codebook[self.indices].reshape(self.shape)
+
+
+def prune_mask(w: np.ndarray, fraction: float) -> np.ndarray:
+  """Keep-mask that drops the floor(fraction * size) smallest-magnitude weights."""
+  flat = np.abs(np.asarray(w)).ravel()
+  num_pruned = int(fraction * flat.size)
+  keep = np.ones(flat.size, bool)
+  if num_pruned:
+    keep[np.argpartition(flat, num_pruned - 1)[:num_pruned]] = False
+  return keep.reshape(np.shape(w))
+
+
+def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+  """Index of the nearest centroid of each x: 1-D, so a search between midpoints."""
+  order = np.argsort(centroids, kind='stable')
+  ranked = centroids[order]
+  return order[np.searchsorted((ranked[1:] + ranked[:-1]) / 2, x)]
+
+
+def kmeans_1d(x: np.ndarray, k: int, iterations: int = LLOYD_ITERATIONS) -> tuple[
+    np.ndarray, np.ndarray]:
+  """(centroids, assignment): Lloyd's k-means from a linear init over [min, max].
+
+  Han et al. found the linear init best: it keeps centroids at the rare large
+  weights, which matter most. An empty cluster keeps its centroid.
+  """
+  centroids = np.linspace(x.min(), x.max(), k) if x.size else np.zeros(k)
+  for _ in range(iterations):
+    assignment = _nearest(x, centroids)
+    sums = np.bincount(assignment, weights=x, minlength=k)
+    counts = np.bincount(assignment, minlength=k)
+    centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+  return centroids.astype(np.float32), _nearest(x, centroids)
+
+
+def share_weights(w: np.ndarray, bits: int, prune_fraction: float) -> SharedWeights:
+  """Prunes then clusters one kernel into 2**bits codes, code 0 the exact zero."""
+  w = np.asarray(w, np.float32)
+  keep = prune_mask(w, prune_fraction).ravel()
+  kept = w.ravel()[keep]
+  centroids, assignment = kmeans_1d(kept, 2**bits - 1)
+  indices = np.zeros(w.size, np.uint8)
+  indices[keep] = assignment + 1
+  codebook = np.concatenate([[0.0], centroids]).astype(np.float32)
+  return SharedWeights(codebook=codebook, indices=indices, shape=w.shape)
+
+
+def check_compression(bits: int, prune_fraction: float) -> None:
+  if not 1 <= bits <= 8:
+    raise UserError(f'export.bits={bits}: the codebook needs 1 to 8 bits per weight')
+  if not 0 <= prune_fraction < 1:
+    raise UserError(f'export.prune_fraction={prune_fraction}: must be in [0, 1)')
+
+
+def encode_compressed(tree: Tree, bits: int, prune_fraction: float) -> Tree:
+  check_compression(bits, prune_fraction)
+  return map_kernels(lambda w: share_weights(w, bits, prune_fraction), tree)
+
+
+def _is_encoded(x: Any) -> bool:
+  return _is_int8(x) or isinstance(x, SharedWeights)
+
+
+def _to_float32(x: Any) -> np.ndarray:
+  if isinstance(x, SharedWeights):
+    return x.dequantize()
+  if _is_int8(x):
+    return dequantize_int8(x)
+  return np.asarray(x, np.float32)
+
+
+def dequantize(tree: Tree) -> Tree:
+  """Any encoded tree (float32, bfloat16, int8, shared) as float32 numpy arrays."""
+  return jax.tree.map(_to_float32, tree, is_leaf=_is_encoded)
+
+
+# ----------------------------------------------------------------------------
+# The compressed file.
+
+
+def _leaf_name(path: tuple[Any, ...]) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
+def _unflatten(flat: dict[str, Any]) -> Tree:
+  tree: Tree = {}
+  for name, value in flat.items():
+    *parents, leaf = name.split('/')
+    node = tree
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node[leaf] = value
+  return tree
+
+
+def _entries(tree: Tree):
+  """(header entry, bytes) per leaf: codebook + one byte per index, or raw float32.
+
+  Indices are stored a byte each rather than bit-packed: lzma then models the skewed
+  index distribution directly, which came out 13% smaller than packed 6-bit codes
+  (388 KB against 447 KB for SqueezeNet 1.1 at 6 bits).
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: isinstance(x, SharedWeights))[0]
+  for path, leaf in leaves:
+    name = _leaf_name(path)
+    if isinstance(leaf, SharedWeights):
+      bits = (leaf.codebook.size - 1).bit_length()
+      yield ({'name': name, 'kind': 'shared', 'shape': list(leaf.shape), 'bits': bits},
+             leaf.codebook.astype('<f4').tobytes() + leaf.indices.astype(np.uint8).tobytes())
+    else:
+      leaf = np.asarray(leaf, np.float32)
+      yield ({'name': name, 'kind': 'raw', 'shape': list(leaf.shape)},
+             leaf.astype('<f4').tobytes())
+
+
+def write_compressed(path: str | os.PathLike, tree: Tree) -> None:
+  """One file: a JSON header of leaf names/shapes, then their bytes, all lzma'd."""
+  header, payload = [], []
+  for entry, data in _entries(tree):
+    header.append({**entry, 'nbytes': len(data)})
+    payload.append(data)
+  header_bytes = json.dumps(header).encode()
+  body = _LENGTH.pack(len(header_bytes)) + header_bytes + b''.join(payload)
+  with open(path, 'wb') as f:
+    f.write(MAGIC + lzma.compress(body, preset=9 | lzma.PRESET_EXTREME))
+
+
+def _decode_entry(entry: dict[str, Any], data: bytes):
+  shape = tuple(entry['shape'])
+  if entry['kind'] == 'raw':
+    return np.frombuffer(data, '<f4').reshape(shape).astype(np.float32)
+  codes = 2**entry['bits']
+  codebook = np.frombuffer(data[:4 * codes], '<f4').astype(np.float32)
+  indices = np.frombuffer(data[4 * codes:], np.uint8).copy()
+  return SharedWeights(codebook=codebook, indices=indices, shape=shape)
+
+
+def read_compressed(path: str | os.PathLike) -> Tree:
+  """The encoded tree of a compressed file (kernels as SharedWeights)."""
+  with open(path, 'rb') as f:
+    raw = f.read()
+  if not raw.startswith(MAGIC):
+    raise UserError(f'{path} is not a compressed SqueezeNet export')
+  body = lzma.decompress(raw[len(MAGIC):])
+  (header_len,) = _LENGTH.unpack_from(body)
+  offset = _LENGTH.size + header_len
+  flat = {}
+  for entry in json.loads(body[_LENGTH.size:offset]):
+    flat[entry['name']] = _decode_entry(entry, body[offset:offset + entry['nbytes']])
+    offset += entry['nbytes']
+  return _unflatten(flat)

@@ -1,0 +1,142 @@
+"""`--mode=export`: exports reload from disk to the accuracy reported, sizes add up."""
+
+import json
+import subprocess
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import default
+from conftest import tiny_config
+from squeezenet_jax import checkpoints
+from squeezenet_jax import export
+from squeezenet_jax import models
+from squeezenet_jax import quantize
+from squeezenet_jax import size_report
+from squeezenet_jax import train
+from squeezenet_jax import workdir as workdir_lib
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """A tiny trained run (two kept steps), exported on its validation split."""
+  workdir = tmp_path_factory.mktemp('run')
+  results = train.train_and_evaluate(tiny_config(num_epochs=2), str(workdir))
+  report = export.run(str(workdir), {'eval_split': 'validation'})
+  return workdir, results, report
+
+
+def _rows(report):
+  return {row['format']: row for row in report['formats']}
+
+
+def test_every_format_is_reported_with_its_files_on_disk(run):
+  workdir, _, report = run
+  rows = _rows(report)
+  assert list(rows) == list(export.FORMATS)
+  for fmt, row in rows.items():
+    assert row['bytes'] == checkpoints.directory_bytes(workdir / 'exports' / fmt) > 0
+    assert 0 <= row['accuracy'] <= 1
+  assert rows['float32']['accuracy_delta'] == 0
+  # (On a model this small, orbax's per-array overhead can put int8 above bfloat16.)
+  assert rows['compressed']['bytes'] < rows['int8']['bytes'] < rows['float32']['bytes']
+  assert report['eval_split'] == 'validation' and report['eval_images'] == 128
+  assert report['alexnet']['float32_bytes'] == report['alexnet']['params'] * 4
+  assert rows['int8']['alexnet_ratio'] == pytest.approx(
+      report['alexnet']['float32_bytes'] / rows['int8']['bytes'])
+
+
+def test_size_report_files_are_written(run):
+  workdir, _, report = run
+  assert json.loads((workdir / 'sizes.json').read_text()) == report
+  markdown = (workdir / 'sizes.md').read_text()
+  assert all(f'| {fmt} |' in markdown for fmt in export.FORMATS)
+  assert (workdir / 'sizes.png').read_bytes().startswith(b'\x89PNG')
+
+
+def test_float32_export_scores_like_the_checkpoint(run):
+  _, results, report = run
+  # train scores validation with the final state, which is the latest checkpoint.
+  assert _rows(report)['float32']['accuracy'] == pytest.approx(results['val_accuracy'])
+
+
+def test_an_export_rescored_from_disk_gives_the_reported_accuracy(run):
+  workdir, _, report = run
+  config = workdir_lib.load_config(str(workdir))
+  exp = train.Experiment(config, splits=('validation',))
+  model = export.load('compressed', workdir / 'exports' / 'compressed')
+  scores = export.score(exp, 'validation', model)
+  assert scores['accuracy'] == pytest.approx(_rows(report)['compressed']['accuracy'])
+
+
+def test_compressed_export_respects_the_prune_fraction(run):
+  workdir, _, report = run
+  fraction = report['export']['prune_fraction']
+  stored = quantize.read_compressed(workdir / 'exports' / 'compressed' / export.COMPRESSED_FILE)
+  kernels = [leaf for leaf in jax.tree.leaves(
+      stored, is_leaf=lambda x: isinstance(x, quantize.SharedWeights))
+             if isinstance(leaf, quantize.SharedWeights)]
+  assert kernels
+  for kernel in kernels:
+    assert (kernel.indices == 0).sum() >= int(fraction * kernel.indices.size)
+    assert kernel.codebook.size == 2**report['export']['bits']
+
+
+def _du_apparent_file_bytes(path) -> int:
+  """`du -sb` (apparent sizes) of `path`, less its directories' own sizes."""
+  total = int(subprocess.run(['du', '-sb', str(path)], capture_output=True, text=True,
+                             check=True).stdout.split()[0])
+  dirs = subprocess.run(['find', str(path), '-type', 'd', '-printf', '%s\n'],
+                        capture_output=True, text=True, check=True).stdout.split()
+  return total - sum(map(int, dirs))
+
+
+def test_checkpoint_accounting_adds_up_to_the_bytes_on_disk(run):
+  workdir, results, report = run
+  sizes = report['checkpoints']
+  assert len(sizes['steps']) == 2
+  assert results['checkpoint_sizes'] == sizes['steps']
+  for step, parts in sizes['steps'].items():
+    step_dir = workdir / 'checkpoints' / step
+    assert parts['total_bytes'] == sum(v for k, v in parts.items() if k != 'total_bytes')
+    assert parts['total_bytes'] == _du_apparent_file_bytes(step_dir)
+    assert min(parts['model_bytes'], parts['opt_state_bytes'], parts['metadata_bytes']) > 0
+  latest = sizes['steps'][str(results['checkpoint_step'])]
+  assert latest['total_bytes'] == results['checkpoint_bytes']
+  assert sizes['codec']['arrays']['id'] == 'zstd'
+  assert sizes['compression']['model'] == pytest.approx(
+      sizes['raw_bytes']['model'] / latest['model_bytes'])
+
+
+@pytest.mark.parametrize('batch_norm', [False, True])
+def test_int8_squeezenet_1_1_is_under_a_megabyte_on_disk(tmp_path, batch_norm):
+  config = default.get_config()  # SqueezeNet 1.1, CIFAR stem, 10 classes
+  config.model.batch_norm = batch_norm
+  model = nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
+  _, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  rng = np.random.default_rng(0)  # random weights of the model's shapes
+  tree = jax.tree.map(lambda x: rng.normal(scale=0.05, size=x.shape).astype(np.float32),
+                      {'params': nnx.to_pure_dict(params),
+                       'batch_stats': nnx.to_pure_dict(batch_stats)})
+  if not batch_norm:  # the paper's model
+    assert sum(x.size for x in jax.tree.leaves(tree['params'])) == 727_626
+  export.save('int8', tree, tmp_path / 'int8', config.export)
+  assert checkpoints.directory_bytes(tmp_path / 'int8') < 1_000_000
+  loaded = export.load('int8', tmp_path / 'int8')
+  assert jax.tree.structure(loaded) == jax.tree.structure(tree)
+
+
+def test_runs_without_an_export_block_use_the_defaults():
+  config = ml_collections.ConfigDict(tiny_config().to_dict())
+  del config['export']
+  settings = export.export_config(config)
+  assert settings.to_dict() == default.get_config().export.to_dict()
+  assert export.export_config(config, {'bits': 4}).bits == 4
+
+
+def test_raw_bytes_count_the_arrays_in_memory():
+  tree = {'model': {'w': jax.numpy.zeros((3, 4))}, 'progress': {'step': jax.numpy.int32(0)}}
+  assert size_report.raw_bytes(tree) == {'model': 48, 'progress': 4}

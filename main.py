@@ -4,7 +4,6 @@ Bad input (unknown variant, bad batch size, missing data, a workdir of another r
 corrupt checkpoint) ends with one `error:` line and exit status 2.
 """
 
-import os
 import sys
 
 from absl import app
@@ -21,6 +20,17 @@ _MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to do.')
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False, 'Continue a workdir whose config.json differs from --config.')
 _TTA = flags.DEFINE_bool('tta', False, 'eval: average logits with the mirrored images.')
+_CHECKPOINT_FALLBACK = flags.DEFINE_bool(
+    'checkpoint_fallback', False,
+    'train: if the latest checkpoint is corrupt, resume from the newest readable one.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None,
+    'Multi-process: host:port of process 0 (else $JAX_COORDINATOR_ADDRESS; TPU pods and '
+    'SLURM are detected by jax.distributed itself).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Multi-process: process count ($JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'Multi-process: this process ($JAX_PROCESS_ID).')
 
 
 def _data_overrides() -> dict:
@@ -49,11 +59,19 @@ def _run(mode: str, workdir: str) -> None:
     summary.run(_CONFIG.value, workdir)
   elif mode == 'sweep':
     from squeezenet_jax import sweep  # pylint: disable=g-import-not-at-top
-    sweep.run(flags.FLAGS['config'], workdir)
+    config_flag = flags.FLAGS['config']
+    sweep.run(_CONFIG.value, workdir,
+              sweep.load_sweep(config_flags.get_config_filename(config_flag)),
+              fixed=config_flags.get_override_values(config_flag))
   else:
     from squeezenet_jax import train  # pylint: disable=g-import-not-at-top
-    train.train_and_evaluate(_CONFIG.value, workdir,
-                             allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+    try:
+      train.train_and_evaluate(_CONFIG.value, workdir,
+                               allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                               checkpoint_fallback=_CHECKPOINT_FALLBACK.value)
+    except train.Preempted as e:
+      logging.warning('%s', e)
+      sys.exit(128 + e.signum)  # the shell's convention for "ended by signal N"
 
 
 def main(argv):
@@ -62,7 +80,8 @@ def main(argv):
   from squeezenet_jax import runtime  # pylint: disable=g-import-not-at-top
   from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   try:
-    runtime.setup()
+    runtime.setup(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                  process_id=_PROCESS_ID.value)
     _run(_MODE.value, _WORKDIR.value)
   except UserError as e:
     logging.flush()

@@ -56,6 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.eval_every_epochs = 1
+  config.eval_tta = False  # validation also scores mirrored images and averages logits
   config.checkpoint_every_epochs = 1
   config.max_to_keep = 3
 

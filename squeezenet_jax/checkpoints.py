@@ -8,15 +8,18 @@ renamed when complete), so an interrupted save never replaces the last good step
 """
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from squeezenet_jax.errors import UserError
 
 ITEMS = ('model', 'opt_state', 'progress')
+CORRUPT_DIR = 'corrupt_checkpoints'  # beside checkpoints/: steps that failed to load
 
 
 def directory_bytes(path: str | os.PathLike) -> int:
@@ -71,7 +74,8 @@ class Checkpointer:
     if read_only and not self.directory.exists():
       raise UserError(f'no checkpoints in {self.directory}: train the run first')
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep or None, create=not read_only, read_only=read_only)
+        max_to_keep=max_to_keep or None, create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only)  # leftovers of a killed save
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=ITEMS)
 
@@ -92,17 +96,53 @@ class Checkpointer:
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
-  def restore(self, abstract_items: dict[str, Any], step: int | None = None) -> dict[str, Any]:
-    """Restores the named items of `step` (default: latest) into their abstract skeletons."""
-    step = self.latest_step() if step is None else step
+  def restore(self, abstract_items: dict[str, Any], step: int | None = None,
+              fallback: bool = False) -> dict[str, Any]:
+    """Restores the named items of `step` (default: latest) into their abstract skeletons.
+
+    A corrupt or truncated step is a `UserError` naming it; with `fallback`, earlier
+    steps are tried instead, newest first.
+    """
     if step is None:
-      raise UserError(f'no checkpoint found in {self.directory}')
+      candidates = sorted(self.all_steps(), reverse=True)
+      if not candidates:
+        raise UserError(f'no checkpoint found in {self.directory}')
+    else:
+      candidates = [step]
+    for i, candidate in enumerate(candidates):
+      try:
+        restored = self._restore_step(abstract_items, candidate)
+      except UserError as e:
+        if not fallback or i + 1 == len(candidates):
+          if not fallback and len(candidates) > 1:
+            raise UserError(f'{e}; pass --checkpoint_fallback to resume from step '
+                            f'{candidates[1]} instead') from None
+          raise
+        logging.warning('%s; falling back to step %d', e, candidates[i + 1])
+        continue
+      self._set_aside(candidates[:i])
+      return restored
+    raise AssertionError('unreachable')
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves unreadable steps out of the manager's way (kept, not deleted, for a look)."""
+    if not steps:
+      return
+    aside = self.directory.parent / CORRUPT_DIR
+    aside.mkdir(exist_ok=True)
+    for step in steps:
+      target = aside / f'{step}-{int(time.time())}'
+      os.replace(self.step_dir(step), target)
+      logging.warning('moved unreadable checkpoint step %d to %s', step, target)
+    self._manager.reload()
+
+  def _restore_step(self, abstract_items: dict[str, Any], step: int) -> dict[str, Any]:
     wanted = {k: v for k, v in abstract_items.items() if _has_arrays(v)}
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           **{k: ocp.args.StandardRestore(v) for k, v in wanted.items()}))
     except Exception as e:  # orbax raises many types for truncated/corrupt files
-      first_line = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+      first_line = str(e).strip().splitlines()[0][:160] if str(e).strip() else ''
       raise UserError(
           f'checkpoint {self.step_dir(step)} is corrupt or does not match this model '
           f'({type(e).__name__}: {first_line})') from None

@@ -35,3 +35,22 @@ def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
     raise UserError(
         f'{name}={batch_size} must be a positive multiple of the device count '
         f'({num_devices}) to split on the `{DATA_AXIS}` mesh axis')
+
+
+def put(tree, target: NamedSharding):
+  """Host arrays -> global arrays on `target`, in single- and multi-process runs alike.
+
+  Every process holds the same host data (the whole dataset, the same seeded init),
+  and each fills only the shards of its own devices, so nothing crosses hosts.
+  """
+
+  def one(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
+
+  return jax.tree.map(one, tree)
+
+
+def to_host(tree):
+  """Replicated global arrays -> numpy, reading this process's own copy."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)

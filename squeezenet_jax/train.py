@@ -10,6 +10,8 @@ uninterrupted one exactly.
 import dataclasses
 import functools
 import math
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -157,11 +159,10 @@ def to_device_split(split: input_pipeline.Split, batch_size: int,
   images = np.concatenate([split.images, np.zeros((pad,) + split.images.shape[1:], np.uint8)])
   labels = np.concatenate([split.labels, np.zeros((pad,), np.int32)])
   mask = np.arange(num_batches * batch_size) < n
-  shard = sharding.batch_sharded(mesh, 1)
   reshape = lambda a: a.reshape((num_batches, batch_size) + a.shape[1:])
-  return DeviceSplit(images=jax.device_put(reshape(images), shard),
-                     labels=jax.device_put(reshape(labels), shard),
-                     mask=jax.device_put(reshape(mask), shard), size=n)
+  images, labels, mask = sharding.put((reshape(images), reshape(labels), reshape(mask)),
+                                      sharding.batch_sharded(mesh, 1))
+  return DeviceSplit(images=images, labels=labels, mask=mask, size=n)
 
 
 def make_evaluate(eval_logits: Callable, label_smoothing: float) -> Callable:
@@ -190,7 +191,7 @@ def evaluate_split(evaluate: Callable, state: TrainState, split: DeviceSplit,
                    tta: bool = False) -> dict[str, float]:
   result = evaluate(state.params, state.batch_stats, split.images, split.labels, split.mask,
                     tta=tta)
-  return {k: float(v) for k, v in jax.device_get(result).items()}
+  return {k: float(v) for k, v in sharding.to_host(result).items()}
 
 
 def _format_seconds(seconds: float) -> str:
@@ -212,6 +213,11 @@ class Experiment:
     if self.dataset.num_classes != config.model.num_classes:
       raise UserError(f'the data has {self.dataset.num_classes} classes but '
                       f'model.num_classes={config.model.num_classes}')
+    for name, split in self.dataset.splits.items():
+      if len(split.labels) and not 0 <= split.labels.min() <= split.labels.max() < (
+          config.model.num_classes):
+        raise UserError(f'{name} labels span [{split.labels.min()}, {split.labels.max()}], '
+                        f'outside [0, {config.model.num_classes}) (model.num_classes)')
     train = self.dataset.splits.get('train')
     self.steps_per_epoch = 1
     if train is not None:
@@ -222,15 +228,14 @@ class Experiment:
     self.tx = optim.make_optimizer(config, self.steps_per_epoch)
     self.graphdef, state = create_train_state(config, self.tx)
     self.state_sharding = jax.tree.map(lambda _: sharding.replicated(self.mesh), state)
-    self.state = jax.device_put(state, self.state_sharding)
+    self.state = sharding.put(state, sharding.replicated(self.mesh))
     self.train_step = make_train_step(self.graphdef, self.tx, config)
     self.evaluate = make_evaluate(make_eval_logits(self.graphdef, config), config.label_smoothing)
     self._eval_splits: dict[str, DeviceSplit] = {}
 
   def device_train_data(self) -> tuple[jax.Array, jax.Array]:
     train = self.dataset.splits['train']
-    rep = sharding.replicated(self.mesh)
-    return jax.device_put(train.images, rep), jax.device_put(train.labels, rep)
+    return sharding.put((train.images, train.labels), sharding.replicated(self.mesh))
 
   def eval_split(self, name: str) -> DeviceSplit:
     if name not in self._eval_splits:
@@ -251,8 +256,14 @@ class Experiment:
                        ).lower(self.state, images, labels).compile()
     return compiled, time.perf_counter() - start
 
-  def restore(self, checkpointer: checkpoints.Checkpointer, step: int | None = None) -> None:
-    items = checkpointer.restore(checkpoints.abstract_like(self.state.to_items()), step)
+  @property
+  def step(self) -> int:
+    return int(sharding.to_host(self.state.step))
+
+  def restore(self, checkpointer: checkpoints.Checkpointer, step: int | None = None,
+              fallback: bool = False) -> None:
+    items = checkpointer.restore(checkpoints.abstract_like(self.state.to_items()), step,
+                                 fallback=fallback)
     self.state = TrainState.from_items(items)
 
 
@@ -272,19 +283,66 @@ def model_size_fields(config: ml_collections.ConfigDict, params: nnx.State) -> d
           'macs': int(summary['macs']), 'analytic_bytes': int(summary['analytic_params']) * 4}
 
 
+class Preempted(Exception):
+  """Training stopped on a signal after saving a checkpoint; rerunning resumes."""
+
+  def __init__(self, signum: int, step: int):
+    super().__init__(f'stopped by {signal.Signals(signum).name} at step {step} with a '
+                     'checkpoint saved; rerun the same command to resume')
+    self.signum = signum
+
+
+class _SignalCatcher:
+  """Turns SIGTERM/SIGINT into a flag checked between epochs (a second one kills)."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._catch)
+    return self
+
+  def _catch(self, signum, frame):
+    del frame
+    self.signum = signum
+    logging.warning('%s received: saving a checkpoint after this epoch',
+                    signal.Signals(signum).name)
+    signal.signal(signum, self._previous[signum])
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
+def _log_epoch(config, epoch: int, step: int, metrics: dict[str, float],
+               images_per_second: float, eta_seconds: float) -> None:
+  val = f'  val_acc {metrics["val_accuracy"]:.4f}' if 'val_accuracy' in metrics else ''
+  logging.info('epoch %d/%d  step %d  loss %.4f  train_acc %.4f%s  %.0f img/s  eta %s',
+               epoch, config.num_epochs, step, metrics['train_loss'],
+               metrics['train_accuracy'], val, images_per_second,
+               _format_seconds(eta_seconds))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_change: bool = False) -> dict[str, Any]:
-  """Trains (or resumes) the run in `workdir`; returns and writes results.json."""
-  workdir_lib.claim(workdir, config, allow_config_change)
-  paths = {name: f'{workdir}/{name}' for name in (workdir_lib.METRICS_FILE,
-                                                  workdir_lib.RESULTS_FILE)}
+                       allow_config_change: bool = False,
+                       checkpoint_fallback: bool = False) -> dict[str, Any]:
+  """Trains (or resumes) the run in `workdir`; returns and writes results.json.
+
+  Raises `Preempted` after saving a checkpoint when SIGTERM/SIGINT arrives.
+  """
+  if jax.process_index() == 0:
+    workdir_lib.claim(workdir, config, allow_config_change)
+  metrics_path = f'{workdir}/{workdir_lib.METRICS_FILE}'
   exp = Experiment(config, splits=('train', 'validation'))
   checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir),
                                           max_to_keep=config.max_to_keep)
   if checkpointer.latest_step() is not None:
-    exp.restore(checkpointer)
-    logging.info('Resumed from step %d', int(exp.state.step))
-  writer = metrics_lib.MetricsWriter(paths[workdir_lib.METRICS_FILE], f'{workdir}/tensorboard')
+    exp.restore(checkpointer, fallback=checkpoint_fallback)
+    logging.info('Resumed from step %d', exp.step)
+  writer = metrics_lib.MetricsWriter(metrics_path, f'{workdir}/tensorboard')
   steps = exp.steps_per_epoch
   images, labels = exp.device_train_data()
   epoch_fn, compile_seconds = exp.compile_epoch(images, labels)
@@ -293,57 +351,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                jax.devices()[0].platform)
   schedule = optim.make_schedule(config, steps)
   val_metrics: dict[str, float] = {}
-  start_epoch = int(exp.state.step) // steps
   run_seconds = []
-  for epoch in range(start_epoch, config.num_epochs):
-    start = time.perf_counter()
-    exp.state, epoch_metrics = epoch_fn(exp.state, images, labels)
-    epoch_metrics = {k: float(v) for k, v in jax.device_get(epoch_metrics).items()}
-    seconds = time.perf_counter() - start
-    run_seconds.append(seconds)
-    if not math.isfinite(epoch_metrics['train_loss']):
-      raise UserError(f'training diverged at epoch {epoch + 1}: loss is '
-                      f'{epoch_metrics["train_loss"]}; the last good checkpoint is kept '
-                      f'(step {checkpointer.latest_step()}); lower learning_rate')
-    last = epoch + 1 == config.num_epochs
-    if (epoch + 1) % config.eval_every_epochs == 0 or last:
-      val_metrics = {f'val_{k}': v for k, v in exp.score('validation').items()}
-    step = int(exp.state.step)
-    images_per_second = steps * config.batch_size / seconds
-    writer.write(step=step, epoch=epoch + 1, learning_rate=float(schedule(step - 1)),
-                 epoch_seconds=seconds, images_per_second=images_per_second,
-                 **epoch_metrics, **val_metrics)
-    eta = np.mean(run_seconds) * (config.num_epochs - epoch - 1)
-    logging.info('epoch %d/%d  step %d  loss %.4f  train_acc %.4f%s  %.0f img/s  eta %s',
-                 epoch + 1, config.num_epochs, step, epoch_metrics['train_loss'],
-                 epoch_metrics['train_accuracy'],
-                 f'  val_acc {val_metrics["val_accuracy"]:.4f}' if val_metrics else '',
-                 images_per_second, _format_seconds(eta))
-    if (epoch + 1) % config.checkpoint_every_epochs == 0 or last:
-      checkpointer.save(step, exp.state.to_items())
+  with _SignalCatcher() as signals:
+    for epoch in range(exp.step // steps, config.num_epochs):
+      start = time.perf_counter()
+      exp.state, epoch_metrics = epoch_fn(exp.state, images, labels)
+      epoch_metrics = {k: float(v) for k, v in sharding.to_host(epoch_metrics).items()}
+      seconds = time.perf_counter() - start
+      run_seconds.append(seconds)
+      if not math.isfinite(epoch_metrics['train_loss']):
+        raise UserError(f'training diverged at epoch {epoch + 1}: loss is '
+                        f'{epoch_metrics["train_loss"]}; the last good checkpoint is kept '
+                        f'(step {checkpointer.latest_step()}); lower learning_rate')
+      last = epoch + 1 == config.num_epochs
+      if (epoch + 1) % config.eval_every_epochs == 0 or last:
+        val_metrics = {f'val_{k}': v for k, v in exp.score('validation', tta=config.eval_tta).items()}
+      step = exp.step
+      images_per_second = steps * config.batch_size / seconds
+      writer.write(step=step, epoch=epoch + 1, learning_rate=float(schedule(step - 1)),
+                   epoch_seconds=seconds, images_per_second=images_per_second,
+                   **epoch_metrics, **val_metrics)
+      _log_epoch(config, epoch + 1, step, {**epoch_metrics, **val_metrics},
+                 images_per_second, np.mean(run_seconds) * (config.num_epochs - epoch - 1))
+      if (epoch + 1) % config.checkpoint_every_epochs == 0 or last or signals.signum:
+        checkpointer.save(step, exp.state.to_items())
+      if signals.signum and not last:
+        checkpointer.close()
+        writer.close()
+        raise Preempted(signals.signum, step)
   if not val_metrics:  # nothing left to train: score the restored state
-    val_metrics = {f'val_{k}': v for k, v in exp.score('validation').items()}
+    val_metrics = {f'val_{k}': v for k, v in exp.score('validation', tta=config.eval_tta).items()}
   checkpointer.close()
   writer.close()
-  train_seconds = _epoch_seconds_so_far(paths[workdir_lib.METRICS_FILE])
-  num_steps = int(exp.state.step)
+  train_seconds = _epoch_seconds_so_far(metrics_path)
   results = {
       **model_size_fields(config, exp.state.params),
       **val_metrics,
       'train_seconds': train_seconds,
       'compile_seconds': compile_seconds,
-      'images_per_second': (num_steps * config.batch_size / train_seconds
-                            if train_seconds else 0.0),
+      'images_per_second': exp.step * config.batch_size / train_seconds if train_seconds else 0.0,
       'checkpoint_bytes': checkpointer.step_bytes(),
       'checkpoint_step': checkpointer.latest_step(),
-      # Bytes on disk of every kept step by orbax item (params+BN, optimizer, progress,
-      # metadata); the export's size report adds what they weigh in memory.
       'checkpoint_sizes': {str(s): checkpoints.step_accounting(checkpointer.step_dir(s))
                            for s in checkpointer.all_steps()},
-      'steps': num_steps,
-      'epochs': num_steps // steps,
+      'steps': exp.step,
+      'epochs': exp.step // steps,
       'devices': f'{exp.mesh.devices.size}x {jax.devices()[0].device_kind}',
   }
   if jax.process_index() == 0:
-    workdir_lib.write_json(paths[workdir_lib.RESULTS_FILE], results)
+    workdir_lib.write_json(f'{workdir}/{workdir_lib.RESULTS_FILE}', results)
   return results

@@ -10,24 +10,14 @@ from pathlib import Path  # pylint: disable=g-import-not-at-top
 
 import pytest  # pylint: disable=g-import-not-at-top
 
-from configs import smoke  # pylint: disable=g-import-not-at-top
+from configs import tiny as tiny_lib  # pylint: disable=g-import-not-at-top
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**overrides):
-  """The smoke config shrunk to seconds on CPU; `overrides` use dotted names."""
-  config = smoke.get_config()
-  config.data.synthetic_train_size = 512
-  config.data.synthetic_eval_size = 128
-  config.data.val_size = 128
-  config.data.image_size = 32
-  config.batch_size = 32
-  config.eval_batch_size = 64
-  config.num_epochs = 1
-  config.model.base_e = 16
-  config.model.incr_e = 16
-  config.model.squeeze_ratio = 0.5  # 2-channel squeezes at these widths barely learn
+  """configs/tiny.py (seconds on CPU) with `overrides` given as dotted names."""
+  config = tiny_lib.get_config()
   for name, value in overrides.items():
     node = config
     *parents, leaf = name.split('.')
@@ -35,11 +25,6 @@ def tiny_config(**overrides):
       node = node[parent]
     node[leaf] = value
   return config
-
-
-@pytest.fixture
-def tiny():
-  return tiny_config
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,64 @@
+"""The command line: one `error:` line and exit status 2 for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+TINY = ['--config=configs/tiny.py']
+
+
+def run_main(*args, env=None, timeout=300):
+  """Runs main.py in a fresh process (its own device count and signal handlers)."""
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **(env or {})}
+  return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def error_line(result) -> str:
+  lines = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+  assert len(lines) == 1, result.stderr[-2000:]
+  return lines[0]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.model.name=vgg'], "unknown model.name 'vgg'"),
+    (['--config.model.version=2.0'], "unknown model.version '2.0'"),
+    (['--config.data.source=folder', '--config.data.path=/nonexistent/cifar.tar.xz'],
+     'does not exist'),
+    (['--config.data.source=imagenet'], 'data.source'),
+    (['--config.batch_size=30'], 'multiple of the device count'),
+])
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
+  result = run_main(*TINY, f'--workdir={tmp_path / "w"}', *args,
+                    env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert message in error_line(result)
+
+
+def test_unknown_config_field_is_refused(tmp_path):
+  result = run_main(*TINY, f'--workdir={tmp_path}', '--config.model.bypas=simple')
+  assert result.returncode != 0
+  assert 'bypas' in result.stderr
+  assert not (tmp_path / 'config.json').exists()
+
+
+def test_train_then_eval_and_summary_through_main(tmp_path):
+  workdir = str(tmp_path / 'run')
+  assert run_main(*TINY, f'--workdir={workdir}').returncode == 0
+  results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+  assert results['params'] == results['analytic_params']
+  eval_result = run_main('--mode=eval', f'--workdir={workdir}', *TINY,
+                         '--config.data.eval_split=validation')
+  assert eval_result.returncode == 0, eval_result.stderr[-2000:]
+  results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+  assert 'val_accuracy' in results and 'train_seconds' in results
+  # Another config in the same workdir is refused and nothing is touched.
+  before = (tmp_path / 'run' / 'results.json').read_text()
+  refused = run_main(*TINY, f'--workdir={workdir}', '--config.learning_rate=0.5')
+  assert refused.returncode == 2 and 'another config' in error_line(refused)
+  assert (tmp_path / 'run' / 'results.json').read_text() == before

@@ -62,7 +62,8 @@ def _run(mode: str, workdir: str) -> None:
     config_flag = flags.FLAGS['config']
     sweep.run(_CONFIG.value, workdir,
               sweep.load_sweep(config_flags.get_config_filename(config_flag)),
-              fixed=config_flags.get_override_values(config_flag))
+              fixed=config_flags.get_override_values(config_flag),
+              allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   else:
     from squeezenet_jax import train  # pylint: disable=g-import-not-at-top
     try:

@@ -54,6 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 1000
   config.dtype = 'float32'  # compute dtype: float32 | bfloat16 (params stay float32)
   config.seed = 0
+  # auto | scan | python: scan compiles whole epochs (GPU/TPU); auto uses python on CPU.
+  config.epoch_loop = 'auto'
 
   config.eval_every_epochs = 1
   config.eval_tta = False  # validation also scores mirrored images and averages logits

@@ -275,9 +275,11 @@ class Fire(nnx.Module):
     self.expand1x1 = unit(f'{name}/expand1x1', squeeze, expand1x1, 1)
     self.expand3x3 = unit(f'{name}/expand3x3', squeeze, expand3x3, 3)
     self.identity = bypass == 'identity'
+    # With batch norm the 1x1 bypass is normalised too (as ResNet's projection
+    # shortcuts): an unnormalised branch added to normalised ones blew the loss up.
     self.bypass = ConvUnit(
         f'{name}/bypass', in_channels, expand1x1 + expand3x3, 1, relu=False,
-        dtype=dtype, rngs=rngs) if bypass == 'conv' else None
+        batch_norm=batch_norm, dtype=dtype, rngs=rngs) if bypass == 'conv' else None
 
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     s = self.squeeze1x1(x, train=train)

@@ -22,7 +22,7 @@ CHECKPOINT_DIR = 'checkpoints'
 # what it trains: a resumed run may change them freely.
 _OBSERVATION_FIELDS = ('eval_every_epochs', 'checkpoint_every_epochs', 'max_to_keep',
                        'eval_batch_size', 'data.cache_dir', 'data.tfds_data_dir',
-                       'data.eval_split', 'eval_tta', 'export.')
+                       'data.eval_split', 'eval_tta', 'epoch_loop', 'export.')
 
 
 def _observation_only(field: str) -> bool:

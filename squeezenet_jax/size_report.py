@@ -142,7 +142,7 @@ def markdown(report: dict[str, Any]) -> str:
             'without the optimizer state of the training checkpoint, which weighs '
             f"{_bytes(training['total_bytes'])}. `compressed`: "
             f"{export['prune_fraction']:.0%} of each kernel pruned, {export['bits']}-bit "
-            'per-kernel codebooks, bit-packed, lzma.']
+            'per-kernel codebooks, a byte per index, lzma.']
   lines += ['', *_checkpoint_markdown(report['checkpoints'])]
   return '\n'.join(lines) + '\n'
 

@@ -4,23 +4,21 @@ import json
 
 from configs import alexnet_best
 from configs import squeezenet_best
+from configs import tiny as tiny_lib
 from squeezenet_jax import accounting
 from squeezenet_jax import export
 from squeezenet_jax import train
 
 
 def _smoke(config):
-  config.data.source = 'synthetic'
-  config.data.synthetic_train_size = 384
-  config.data.synthetic_eval_size = 64
-  config.data.val_size = 128
-  config.batch_size = 64
-  config.eval_batch_size = 64
-  config.num_epochs = 1
+  """`config`'s recipe on configs/tiny.py's data, widths and schedule length."""
+  tiny = tiny_lib.get_config()
+  config.data = tiny.data
+  for field in ('batch_size', 'eval_batch_size', 'num_epochs'):
+    config[field] = tiny[field]
+  for field in ('base_e', 'incr_e', 'squeeze_ratio'):
+    config.model[field] = tiny.model[field]
   config.dtype = 'float32'  # bfloat16 convolutions are slow on CPU
-  config.model.base_e = 16
-  config.model.incr_e = 16
-  config.model.squeeze_ratio = 0.5
   return config
 
 

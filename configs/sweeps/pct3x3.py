@@ -1,18 +1,11 @@
 """Share of 3x3 expand filters from 1% to 99%: the paper's Figure 2(b)."""
 
-from configs import default
+from configs.sweeps import paper_design_space
 from squeezenet_jax import sweep
 
 
 def get_config():
-  config = default.get_config()
-  config.model.version = '1.0'
-  # The paper's fixed metaparameters for this figure: SR is 0.5 here, not 0.125.
-  config.model.base_e = 128
-  config.model.incr_e = 128
-  config.model.freq = 2
-  config.model.squeeze_ratio = 0.5
-  return config
+  return paper_design_space(squeeze_ratio=0.5)  # the paper fixes SR at 0.5 for this figure
 
 
 def get_sweep():

@@ -1,18 +1,11 @@
 """Squeeze ratio from 0.125 to 1: the paper's Figure 2(a), size against accuracy."""
 
-from configs import default
+from configs.sweeps import paper_design_space
 from squeezenet_jax import sweep
 
 
 def get_config():
-  config = default.get_config()
-  config.model.version = '1.0'
-  # The paper's fixed metaparameters for this figure (also the defaults).
-  config.model.base_e = 128
-  config.model.incr_e = 128
-  config.model.pct3x3 = 0.5
-  config.model.freq = 2
-  return config
+  return paper_design_space()
 
 
 def get_sweep():

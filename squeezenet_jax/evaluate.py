@@ -11,6 +11,7 @@ import ml_collections
 from absl import logging
 
 from squeezenet_jax import checkpoints
+from squeezenet_jax import config_utils
 from squeezenet_jax import input_pipeline
 from squeezenet_jax import train
 from squeezenet_jax import workdir as workdir_lib
@@ -19,13 +20,8 @@ from squeezenet_jax import workdir as workdir_lib
 def run_config(workdir: str, data_overrides: dict[str, Any]) -> ml_collections.ConfigDict:
   """The run's config with the given `data.*` overrides (dotted names below `data`)."""
   config = workdir_lib.load_config(workdir)
-  with config.unlocked():
-    for name, value in data_overrides.items():
-      node = config.data
-      *parents, leaf = name.split('.')
-      for parent in parents:
-        node = node[parent]
-      node[leaf] = value
+  for name, value in data_overrides.items():
+    config_utils.set_field(config, f'data.{name}', value, '--config.data override')
   return config
 
 

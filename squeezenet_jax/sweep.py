@@ -24,7 +24,6 @@ the others; the sweep then ends with an error naming it.
 import copy
 import csv
 import dataclasses
-import difflib
 import importlib.util
 import io
 import itertools
@@ -42,6 +41,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from squeezenet_jax import accounting
+from squeezenet_jax import config_utils
 from squeezenet_jax import optim
 from squeezenet_jax import sharding
 from squeezenet_jax import train
@@ -109,37 +109,6 @@ def load_sweep(config_file: str) -> list[dict[str, Any]]:
 # Building and checking the points.
 
 
-def _field_names(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
-  names = []
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      names += _field_names(value, f'{prefix}{key}.')
-    else:
-      names.append(f'{prefix}{key}')
-  return names
-
-
-def _set_field(config: ml_collections.ConfigDict, field: str, value: Any,
-               where: str) -> None:
-  """Sets a dotted leaf field that must already exist, with a value of its type."""
-  *parents, leaf = field.split('.')
-  node = config
-  for parent in parents:
-    node = node.get(parent) if isinstance(node, ml_collections.ConfigDict) else None
-  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-    close = difflib.get_close_matches(field, _field_names(config), n=1)
-    hint = f' (did you mean {close[0]}?)' if close else ''
-    raise UserError(f'{where} sets unknown field {field}{hint}')
-  if isinstance(node[leaf], ml_collections.ConfigDict):
-    raise UserError(f'{where} sets {field}, a group of fields: set one of them, '
-                    f'e.g. {field}.{next(iter(node[leaf]))}')
-  try:
-    node[leaf] = value
-  except TypeError:
-    raise UserError(f'{where} sets {field} to {value!r}, but it takes a '
-                    f'{type(node[leaf]).__name__}') from None
-
-
 def swept_fields(sweep: Sequence[Mapping[str, Any]]) -> list[str]:
   """The fields any point overrides, in first-seen order."""
   return list(dict.fromkeys(k for overrides in sweep for k in overrides if k != NAME_KEY))
@@ -167,16 +136,10 @@ def make_points(config: ml_collections.ConfigDict, sweep: Sequence[Mapping[str, 
     point_config = copy.deepcopy(config)
     for field, value in overrides.items():
       if field != NAME_KEY:
-        _set_field(point_config, field, value, where)
+        config_utils.set_field(point_config, field, value, where)
     built.append((index, name, dict(overrides), point_config))
-  return [Point(index, name, overrides, point_config, {f: _get(point_config, f) for f in fields})
+  return [Point(index, name, overrides, point_config, {f: config_utils.get_field(point_config, f) for f in fields})
           for index, name, overrides, point_config in built]
-
-
-def _get(config: ml_collections.ConfigDict, field: str) -> Any:
-  for key in field.split('.'):
-    config = config[key]
-  return config
 
 
 def check_point(point: Point, point_dir: Path, allow_config_change: bool = False) -> None:

@@ -74,8 +74,9 @@ def create_train_state(config: ml_collections.ConfigDict,
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+  """Per-example loss against label-smoothed one-hot targets."""
   targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
@@ -93,7 +94,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       # copy=True: fresh Variables at this trace level, so BatchNorm may update them.
       model = nnx.merge(graphdef, params, batch_stats, copy=True)
       logits = model(x, train=True, rngs=dropout_key)
-      loss = cross_entropy(logits, labels, config.label_smoothing)
+      loss = cross_entropy(logits, labels, config.label_smoothing).mean()
       return loss, (logits, nnx.state(model, nnx.BatchStat))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -225,8 +226,7 @@ def make_evaluate(eval_logits: Callable, label_smoothing: float) -> Callable:
     def body(totals, batch):
       x, y, m = batch
       logits = eval_logits(params, batch_stats, x, tta)
-      targets = optax.smooth_labels(jax.nn.one_hot(y, logits.shape[-1]), label_smoothing)
-      losses = optax.softmax_cross_entropy(logits, targets)
+      losses = cross_entropy(logits, y, label_smoothing)
       correct = (jnp.argmax(logits, -1) == y) & m
       return (totals[0] + jnp.sum(correct), totals[1] + jnp.sum(losses * m)), None
 

@@ -11,6 +11,7 @@ from pathlib import Path  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from configs import tiny as tiny_lib  # pylint: disable=g-import-not-at-top
+from squeezenet_jax import config_utils  # pylint: disable=g-import-not-at-top
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,11 +20,7 @@ def tiny_config(**overrides):
   """configs/tiny.py (seconds on CPU) with `overrides` given as dotted names."""
   config = tiny_lib.get_config()
   for name, value in overrides.items():
-    node = config
-    *parents, leaf = name.split('.')
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+    config_utils.set_field(config, name, value)
   return config
 
 

@@ -110,3 +110,16 @@ def test_workdir_of_another_config_is_refused(tmp_path):
   with pytest.raises(UserError, match='another config'):
     train.train_and_evaluate(tiny_config(learning_rate=0.3), str(tmp_path))
   assert (tmp_path / 'results.json').read_text() == before
+
+
+def test_labels_outside_the_model_classes_are_refused(monkeypatch):
+  real = train.input_pipeline.load_dataset
+
+  def with_a_bad_label(data_config, splits):
+    dataset = real(data_config, splits)
+    dataset.splits['train'].labels[0] = 10  # ten classes: 0..9
+    return dataset
+
+  monkeypatch.setattr(train.input_pipeline, 'load_dataset', with_a_bad_label)
+  with pytest.raises(UserError, match=r'train labels span \[0, 10\], outside \[0, 10\)'):
+    train.Experiment(tiny_config(), splits=('train', 'validation'))

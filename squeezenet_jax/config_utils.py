@@ -1,0 +1,45 @@
+"""Dotted config fields (`model.bypass`): the one way overrides are set outside flags."""
+
+import difflib
+from typing import Any
+
+import ml_collections
+
+from squeezenet_jax.errors import UserError
+
+
+def field_names(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  names = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      names += field_names(value, f'{prefix}{key}.')
+    else:
+      names.append(f'{prefix}{key}')
+  return names
+
+
+def set_field(config: ml_collections.ConfigDict, field: str, value: Any,
+              where: str = 'an override') -> None:
+  """Sets a dotted leaf field that must already exist, with a value of its type."""
+  *parents, leaf = field.split('.')
+  node = config
+  for parent in parents:
+    node = node.get(parent) if isinstance(node, ml_collections.ConfigDict) else None
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    close = difflib.get_close_matches(field, field_names(config), n=1)
+    hint = f' (did you mean {close[0]}?)' if close else ''
+    raise UserError(f'{where} sets unknown field {field}{hint}')
+  if isinstance(node[leaf], ml_collections.ConfigDict):
+    raise UserError(f'{where} sets {field}, a group of fields: set one of them, '
+                    f'e.g. {field}.{next(iter(node[leaf]))}')
+  try:
+    node[leaf] = value
+  except TypeError:
+    raise UserError(f'{where} sets {field} to {value!r}, but it takes a '
+                    f'{type(node[leaf]).__name__}') from None
+
+
+def get_field(config: ml_collections.ConfigDict, field: str) -> Any:
+  for key in field.split('.'):
+    config = config[key]
+  return config

@@ -46,33 +46,34 @@ def _run(mode: str, workdir: str) -> None:
   from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if mode in ('eval', 'export'):
     if mode == 'eval':
-      from squeezenet_jax import evaluate  # pylint: disable=g-import-not-at-top
+      from squeezenet_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
       evaluate.run(workdir, _data_overrides(), tta=_TTA.value)
     else:
-      from squeezenet_jax import export  # pylint: disable=g-import-not-at-top
+      from squeezenet_jax.modes import export  # pylint: disable=g-import-not-at-top
       export.run(workdir, _data_overrides())
     return
   if _CONFIG.value is None:
     raise UserError(f'--mode={mode} needs --config=configs/<name>.py')
   if mode == 'summary':
-    from squeezenet_jax import summary  # pylint: disable=g-import-not-at-top
+    from squeezenet_jax.modes import summary  # pylint: disable=g-import-not-at-top
     summary.run(_CONFIG.value, workdir)
   elif mode == 'sweep':
-    from squeezenet_jax import sweep  # pylint: disable=g-import-not-at-top
+    from squeezenet_jax import sweeps  # pylint: disable=g-import-not-at-top
+    from squeezenet_jax.modes import sweep  # pylint: disable=g-import-not-at-top
     config_flag = flags.FLAGS['config']
     sweep.run(_CONFIG.value, workdir,
-              sweep.load_sweep(config_flags.get_config_filename(config_flag)),
+              sweeps.load_sweep(config_flags.get_config_filename(config_flag)),
               fixed=config_flags.get_override_values(config_flag),
               allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   else:
-    from squeezenet_jax import train  # pylint: disable=g-import-not-at-top
+    from squeezenet_jax.training import loop  # pylint: disable=g-import-not-at-top
     try:
-      train.train_and_evaluate(_CONFIG.value, workdir,
-                               allow_config_change=_ALLOW_CONFIG_CHANGE.value,
-                               checkpoint_fallback=_CHECKPOINT_FALLBACK.value)
-    except train.Preempted as e:
+      loop.train_and_evaluate(_CONFIG.value, workdir,
+                              allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                              checkpoint_fallback=_CHECKPOINT_FALLBACK.value)
+    except loop.Preempted as e:
       logging.warning('%s', e)
-      sys.exit(128 + e.signum)  # the shell's convention for "ended by signal N"
+      sys.exit(e.exit_code)
 
 
 def main(argv):

@@ -1,6 +1,6 @@
 """PyTorch reference: torchvision's SqueezeNet 1.1, trained the way the JAX trainer trains.
 
-The images/s ratio should compare frameworks, not setups, so this mirrors train.py:
+The images/s ratio should compare frameworks, not setups, so this mirrors squeezenet_jax/training:
 the dataset lives on the device as uint8, each epoch draws a `randperm`, crops (zero
 pad 4) and flips run as torch ops on the device, and the model runs
 channels_last under `torch.compile`, in bf16 autocast on CUDA when config.dtype is
@@ -23,9 +23,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from squeezenet_jax import augment
+from squeezenet_jax.data import augment
 from squeezenet_jax import models
-from squeezenet_jax import optim
+from squeezenet_jax.training import optim
 
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'none')
 TORCHVISION = 'torchvision'
@@ -199,8 +199,9 @@ class TorchRunner:
     self.images_per_epoch = self.steps * config.batch_size
     self._val = self._eval_batches(val_split)
     self.eval_images = len(val_split.labels)
-    self.mean = torch.tensor(augment.CIFAR10_MEAN, device=self.device)
-    self.std = torch.tensor(augment.CIFAR10_STD, device=self.device)
+    mean, std = augment.statistics(config.data)
+    self.mean = torch.tensor(mean, device=self.device)
+    self.std = torch.tensor(std, device=self.device)
     total = max(1, config.num_epochs * self.steps)
     self.learning_rates = np.asarray(optim.make_schedule(config, self.steps)(np.arange(total)))
     wrap = (lambda f: f) if compile_mode == 'none' else (
@@ -211,7 +212,7 @@ class TorchRunner:
     self.reset()
 
   def _eval_batches(self, split):
-    """Validation padded to whole eval batches (masked), as train.to_device_split."""
+    """Validation padded to whole eval batches (masked), as setup.to_device_split."""
     batch, n = self.config.eval_batch_size, len(split.labels)
     num_batches = -(-n // batch)
     pad = num_batches * batch - n

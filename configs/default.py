@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.tfds_data_dir = ''  # '' = tfds default (~/tensorflow_datasets)
   config.data.cache_dir = ''  # decoded folder cache; '' = $XDG_CACHE_HOME/squeezenet_jax
   config.data.image_size = 32
+  # Per-channel statistics of the training images on the 0..255 scale (CIFAR-10's);
+  # normalisation happens on the device, and inside exported inference graphs.
+  config.data.mean = (125.307, 122.961, 113.8575)
+  config.data.std = (62.985, 62.0925, 66.708)
   config.data.val_size = 5000  # held out of train when the source has no validation split
   config.data.split_seed = 0  # fixed: the held-out set never depends on `seed`
   config.data.limit = 0  # at most this many training images (0: all)
@@ -61,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_tta = False  # validation also scores mirrored images and averages logits
   config.checkpoint_every_epochs = 1
   config.max_to_keep = 3
+  config.profile_epoch = 0  # > 0: write a jax.profiler trace of this epoch to workdir/profile
 
   # --mode=export (read from the run's config.json; runs without this block get
   # these values). The paper's Deep Compression row is 6 bits at 33% sparsity, but

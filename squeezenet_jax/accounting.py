@@ -77,10 +77,14 @@ def trace_layers(model: nnx.Module, image_size: int) -> list[models.LayerRecord]
   return records
 
 
-def summarize(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The summary.json dict: per-layer rows, totals, MACs per image and bytes per format."""
+def summarize(config: ml_collections.ConfigDict,
+              model: nnx.Module | None = None) -> dict[str, Any]:
+  """The summary.json dict: per-layer rows, totals, MACs per image and bytes per format.
+
+  `model`: the run's own model where one is built already (else a shape-only one).
+  """
   image_size = config.data.image_size
-  model = _abstract_model(config)
+  model = _abstract_model(config) if model is None else model
   layers = [layer_row(r) for r in trace_layers(model, image_size)]
   total = count_params(model)
   analytic = sum(row['params'] for row in layers)

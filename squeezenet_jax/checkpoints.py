@@ -93,12 +93,9 @@ class Checkpointer:
     args = {k: ocp.args.StandardSave(v) for k, v in items.items() if _has_arrays(v)}
     self._manager.save(step, args=ocp.args.Composite(**args), force=True)
 
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
-
   def restore(self, abstract_items: dict[str, Any], step: int | None = None,
-              fallback: bool = False) -> dict[str, Any]:
-    """Restores the named items of `step` (default: latest) into their abstract skeletons.
+              fallback: bool = False) -> tuple[dict[str, Any], int]:
+    """(items, step): the named items of `step` (default: latest), in their skeletons.
 
     A corrupt or truncated step is a `UserError` naming it; with `fallback`, earlier
     steps are tried instead, newest first.
@@ -121,7 +118,7 @@ class Checkpointer:
         logging.warning('%s; falling back to step %d', e, candidates[i + 1])
         continue
       self._set_aside(candidates[:i])
-      return restored
+      return restored, candidate
     raise AssertionError('unreachable')
 
   def _set_aside(self, steps: list[int]) -> None:

@@ -1,7 +1,12 @@
-"""Dotted config fields (`model.bypass`): the one way overrides are set outside flags."""
+"""Dotted config fields (`model.bypass`) and sweep grids: the helpers configs may import.
+
+Light on purpose: a config file that imports this loads no trainer, optimizer or
+plotting library.
+"""
 
 import difflib
-from typing import Any
+import itertools
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -43,3 +48,13 @@ def get_field(config: ml_collections.ConfigDict, field: str) -> Any:
   for key in field.split('.'):
     config = config[key]
   return config
+
+
+def product(axes: Mapping[str, Sequence[Any]] | None = None, /,
+            **more: Sequence[Any]) -> list[dict[str, Any]]:
+  """A sweep: every combination of the axes' values (the first axis varies slowest).
+
+  Dotted fields go in a mapping or through `**`: `product({'model.bypass': (...)})`.
+  """
+  axes = {**(axes or {}), **more}
+  return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]

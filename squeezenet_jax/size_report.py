@@ -1,4 +1,4 @@
-"""The size report of `--mode=export`: sizes.json, sizes.md and sizes.png in the workdir.
+"""The size report of `--mode=export`: what sizes.json holds (rendered by `reporting`).
 
 It sets each export's bytes on disk and accuracy beside the analytic sizes (params x
 dtype size) and the float32 AlexNet of the same harness, the paper's baseline. It
@@ -12,27 +12,31 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import matplotlib
 import ml_collections
+import numpy as np
 import tensorstore as ts
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from squeezenet_jax import accounting
 from squeezenet_jax import checkpoints
-from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
-
-JSON_FILE = 'sizes.json'
-MARKDOWN_FILE = 'sizes.md'
-CHART_FILE = 'sizes.png'
+from squeezenet_jax.training import optim
 
 
-def raw_bytes(items: dict[str, Any]) -> dict[str, int]:
-  """In-memory bytes (entries x dtype size) of each checkpoint item."""
-  return {name: sum(leaf.nbytes for leaf in jax.tree.leaves(tree))
-          for name, tree in items.items()}
+def _nbytes(tree: Any) -> int:
+  return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+             for leaf in jax.tree.leaves(tree))
+
+
+def raw_item_bytes(config: ml_collections.ConfigDict, variables: dict[str, Any]) -> dict[str, int]:
+  """In-memory bytes (entries x dtype size) of each training checkpoint item.
+
+  The optimizer state is sized from its shapes (`jax.eval_shape`), never built.
+  """
+  tx = optim.make_optimizer(config, steps_per_epoch=1).tx
+  progress = {'step': jax.ShapeDtypeStruct((), np.int32),
+              'rng': jax.ShapeDtypeStruct((2,), np.uint32)}
+  return {'model': _nbytes(variables), 'opt_state': _nbytes(
+      jax.eval_shape(tx.init, variables['params'])), 'progress': _nbytes(progress)}
 
 
 def orbax_codec(item_dir: str | Path) -> dict[str, Any] | None:
@@ -90,10 +94,15 @@ def _format_rows(rows: list[dict[str, Any]], alexnet: dict[str, int] | None) -> 
 def build(config: ml_collections.ConfigDict, rows: list[dict[str, Any]], *,
           size_fields: dict[str, int], checkpointer: checkpoints.Checkpointer,
           raw_item_bytes: dict[str, int], eval_split: str, eval_images: int,
-          settings: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The sizes.json dict from the exports' rows (format, bytes, accuracy, ...)."""
+          settings: ml_collections.ConfigDict, trained: dict[str, Any]) -> dict[str, Any]:
+  """The sizes.json dict from the exports' rows (format, bytes, accuracy, ...).
+
+  `trained`: `epochs` and `images_seen` of the exported checkpoint, for the chart.
+  """
   alexnet = alexnet_reference(config)
   return {
+      'config': config.to_dict(),
+      'trained': trained,
       'model': config.model.to_dict(),
       'params': size_fields['params'],
       'analytic_bytes': size_fields['analytic_bytes'],
@@ -104,100 +113,3 @@ def build(config: ml_collections.ConfigDict, rows: list[dict[str, Any]], *,
       'formats': _format_rows(rows, alexnet),
       'checkpoints': checkpoint_sizes(checkpointer, raw_item_bytes),
   }
-
-
-def _bytes(n: int) -> str:
-  return f'{n:,} ({n / 1e6:.3g} MB)'
-
-
-def _model_name(model: dict[str, Any]) -> str:
-  if model['name'] == 'squeezenet':
-    return f"SqueezeNet {model['version']}"
-  return model['name']
-
-
-def markdown(report: dict[str, Any]) -> str:
-  """A readable sizes.md: exports, the AlexNet baseline, then the training checkpoints."""
-  alexnet = report['alexnet']
-  lines = [
-      f"# Size of {_model_name(report['model'])}: {report['params']:,} parameters",
-      '',
-      f"Accuracy on `{report['eval_split']}` ({report['eval_images']:,} images), each "
-      'export reloaded from disk. Analytic float32 size (params x 4): '
-      f"{_bytes(report['analytic_bytes'])}.",
-      '',
-      '| Format | Bytes on disk | vs float32 | AlexNet fp32 / this | Accuracy | Δ vs float32 |',
-      '|---|---:|---:|---:|---:|---:|',
-  ]
-  for row in report['formats']:
-    ratio = f"{row['alexnet_ratio']:,.0f}x" if row['alexnet_ratio'] else '-'
-    lines.append(f"| {row['format']} | {_bytes(row['bytes'])} | {row['vs_float32']:.3f} | "
-                 f"{ratio} | {row['accuracy']:.4f} | {row['accuracy_delta']:+.4f} |")
-  if alexnet:
-    lines.append(f"| AlexNet float32 (analytic, {alexnet['params']:,} params) | "
-                 f"{_bytes(alexnet['float32_bytes'])} | | 1x | | |")
-  export = report['export']
-  training = report['checkpoints']['steps'][str(report['checkpoints']['latest_step'])]
-  lines += ['', '`float32` is the inference checkpoint: parameters and BN statistics, '
-            'without the optimizer state of the training checkpoint, which weighs '
-            f"{_bytes(training['total_bytes'])}. `compressed`: "
-            f"{export['prune_fraction']:.0%} of each kernel pruned, {export['bits']}-bit "
-            'per-kernel codebooks, a byte per index, lzma.']
-  lines += ['', *_checkpoint_markdown(report['checkpoints'])]
-  return '\n'.join(lines) + '\n'
-
-
-def _checkpoint_markdown(sizes: dict[str, Any]) -> list[str]:
-  lines = ['## Training checkpoints (orbax)', '',
-           '| Step | Model (params + BN stats) | Optimizer state | Progress | Metadata | Total |',
-           '|---:|---:|---:|---:|---:|---:|']
-  for step, s in sizes['steps'].items():
-    lines.append(f"| {step} | {s['model_bytes']:,} | {s['opt_state_bytes']:,} | "
-                 f"{s['progress_bytes']:,} | {s['metadata_bytes']:,} | {s['total_bytes']:,} |")
-  raw = ', '.join(f'{item} {n:,}' for item, n in sizes['raw_bytes'].items())
-  ratios = ', '.join(f'{item} {r:.3f}x' for item, r in sizes['compression'].items())
-  lines += ['', f'In memory: {raw} bytes. Orbax compression of step {sizes["latest_step"]} '
-            f'(in memory / on disk, above 1 when the files are smaller): {ratios}; '
-            f'{_codec_text(sizes["codec"])}.']
-  return lines
-
-
-def _codec_text(codec: dict[str, Any] | None) -> str:
-  if not codec:
-    return 'codec unknown'
-
-  def name(c):
-    return ' level '.join(str(c[k]) for k in ('id', 'level') if k in c) if c else 'none'
-
-  return f"arrays {name(codec['arrays'])}, OCDBT index {name(codec['index'])}"
-
-
-def chart(report: dict[str, Any], path: str | Path) -> None:
-  """Accuracy against bytes on disk (log x), AlexNet's float32 size as a reference line."""
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for row in report['formats']:
-    ax.scatter(row['bytes'], row['accuracy'], zorder=3)
-    # Slanted labels stay apart when formats tie on accuracy.
-    ax.annotate(f"{row['format']} ({row['bytes'] / 1e6:.3g} MB)",
-                (row['bytes'], row['accuracy']), textcoords='offset points', xytext=(2, 6),
-                rotation=35, fontsize=8)
-  ax.axvline(1e6, color='gray', linestyle=':', label='1 MB')
-  if report['alexnet']:
-    ax.axvline(report['alexnet']['float32_bytes'], color='gray', linestyle='--',
-               label=f"AlexNet float32 ({report['alexnet']['float32_bytes'] / 1e6:.0f} MB)")
-  ax.legend(loc='lower right')
-  ax.margins(y=0.3)
-  ax.set_xscale('log')
-  ax.set_xlabel('bytes on disk')
-  ax.set_ylabel(f"accuracy on {report['eval_split']}")
-  ax.set_title(f"{_model_name(report['model'])}: size against accuracy")
-  ax.grid(True, which='both', alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
-def write(workdir: str, report: dict[str, Any]) -> None:
-  workdir_lib.write_json(Path(workdir) / JSON_FILE, report)
-  (Path(workdir) / MARKDOWN_FILE).write_text(markdown(report))
-  chart(report, Path(workdir) / CHART_FILE)

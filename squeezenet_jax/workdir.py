@@ -64,24 +64,32 @@ def config_diff(old: dict, new: dict) -> list[str]:
                 if not _observation_only(k) and old_flat.get(k) != new_flat.get(k))
 
 
-def claim(workdir: str, config: ml_collections.ConfigDict, allow_config_change: bool) -> None:
-  """Creates the workdir for `config`, or checks that it already holds this config's run."""
+def check_claim(workdir: str, config: ml_collections.ConfigDict,
+                allow_config_change: bool) -> bool:
+  """Whether `workdir` may hold `config`'s run; True when its config.json needs writing.
+
+  Raises a UserError where the workdir holds another config's run (or foreign files).
+  """
   path = Path(workdir)
   config_path = path / CONFIG_FILE
-  new = json.loads(config.to_json())
   if config_path.exists():
-    diff = config_diff(read_json(config_path), new)
+    diff = config_diff(read_json(config_path), json.loads(config.to_json()))
     if diff and not allow_config_change:
       shown = ', '.join(diff[:5]) + (' ...' if len(diff) > 5 else '')
       raise UserError(
           f'workdir {workdir} holds a run of another config (differs in {shown}); '
           'use a new --workdir, or pass --allow_config_change to continue it anyway')
-    if not diff:
-      return
-  elif path.exists() and any(p.name != CONFIG_FILE for p in path.iterdir()):
+    return bool(diff)
+  if path.exists() and any(p.name != CONFIG_FILE for p in path.iterdir()):
     raise UserError(f'workdir {workdir} is not empty and holds no {CONFIG_FILE}: '
                     'refusing to write into it; choose another --workdir')
-  write_json(config_path, new)
+  return True
+
+
+def claim(workdir: str, config: ml_collections.ConfigDict, allow_config_change: bool) -> None:
+  """Creates the workdir for `config`, or checks that it already holds this config's run."""
+  if check_claim(workdir, config, allow_config_change):
+    write_json(Path(workdir) / CONFIG_FILE, json.loads(config.to_json()))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

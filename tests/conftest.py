@@ -16,6 +16,16 @@ from squeezenet_jax import config_utils  # pylint: disable=g-import-not-at-top
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def restored_params(workdir, config):
+  """The `params` of a run's latest checkpoint (its `model` item alone), on the host."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax import checkpoints, sharding  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax.training import setup  # pylint: disable=g-import-not-at-top
+  checkpointer = checkpoints.Checkpointer(Path(workdir) / 'checkpoints', read_only=True)
+  _, variables, _ = setup.restore_model(config, checkpointer, sharding.make_mesh())
+  return jax.device_get(variables['params'])
+
+
 def tiny_config(**overrides):
   """configs/tiny.py (seconds on CPU) with `overrides` given as dotted names."""
   config = tiny_lib.get_config()

@@ -7,7 +7,7 @@ import pytest
 
 from configs import default
 from squeezenet_jax import accounting
-from squeezenet_jax import summary
+from squeezenet_jax.modes import summary
 
 
 def make_config(**model_fields):

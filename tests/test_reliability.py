@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, restored_params, tiny_config
 from squeezenet_jax import checkpoints
-from squeezenet_jax import train
+from squeezenet_jax.training import loop
 from squeezenet_jax.errors import UserError
 from test_main import TINY, error_line, run_main
 
@@ -40,9 +40,7 @@ def wait_for_epoch(workdir: Path, epoch: int, process, timeout=240) -> None:
 
 
 def final_params(workdir: Path):
-  exp = train.Experiment(tiny_config(), splits=('validation',))
-  exp.restore(checkpoints.Checkpointer(workdir / 'checkpoints', read_only=True))
-  return jax.tree.leaves(jax.device_get(exp.state.params))
+  return jax.tree.leaves(restored_params(workdir, tiny_config()))
 
 
 def test_sigterm_and_kill_9_then_resume_equal_an_uninterrupted_run(tmp_path):
@@ -79,12 +77,12 @@ def _corrupt(step_dir: Path) -> None:
 
 def test_corrupt_checkpoint_is_named_and_fallback_resumes(tmp_path):
   config = tiny_config(num_epochs=2)
-  train.train_and_evaluate(config, str(tmp_path))
+  loop.train_and_evaluate(config, str(tmp_path))
   steps = checkpoints.Checkpointer(tmp_path / 'checkpoints').all_steps()
   _corrupt(tmp_path / 'checkpoints' / str(steps[-1]))
   with pytest.raises(UserError, match=f'checkpoint .*/{steps[-1]} is corrupt.*--checkpoint_fallback'):
-    train.train_and_evaluate(config, str(tmp_path))
-  results = train.train_and_evaluate(config, str(tmp_path), checkpoint_fallback=True)
+    loop.train_and_evaluate(config, str(tmp_path))
+  results = loop.train_and_evaluate(config, str(tmp_path), checkpoint_fallback=True)
   assert results['steps'] == steps[-1]  # retrained the lost epoch from the previous step
   assert [p.name.split('-')[0] for p in (tmp_path / 'corrupt_checkpoints').iterdir()] == [
       str(steps[-1])]  # set aside, not deleted
@@ -93,7 +91,7 @@ def test_corrupt_checkpoint_is_named_and_fallback_resumes(tmp_path):
 def test_divergence_stops_with_the_last_good_checkpoint(tmp_path):
   config = tiny_config(num_epochs=3, learning_rate=1e12, warmup_epochs=0.0)
   with pytest.raises(UserError, match='diverged'):
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / 'results.json').exists()
 
 

@@ -1,7 +1,7 @@
 """No, simple and complex bypass on SqueezeNet 1.0 (the paper's section 6, Table 3)."""
 
 from configs import default
-from squeezenet_jax import sweep
+from squeezenet_jax.config_utils import product
 
 
 def get_config():
@@ -11,4 +11,4 @@ def get_config():
 
 
 def get_sweep():
-  return sweep.product({'model.bypass': ('none', 'simple', 'complex')})
+  return product({'model.bypass': ('none', 'simple', 'complex')})

@@ -1,7 +1,7 @@
 """Share of 3x3 expand filters from 1% to 99%: the paper's Figure 2(b)."""
 
 from configs.sweeps import paper_design_space
-from squeezenet_jax import sweep
+from squeezenet_jax.config_utils import product
 
 
 def get_config():
@@ -9,4 +9,4 @@ def get_config():
 
 
 def get_sweep():
-  return sweep.product({'model.pct3x3': (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)})
+  return product({'model.pct3x3': (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)})

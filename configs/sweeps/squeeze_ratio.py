@@ -1,7 +1,7 @@
 """Squeeze ratio from 0.125 to 1: the paper's Figure 2(a), size against accuracy."""
 
 from configs.sweeps import paper_design_space
-from squeezenet_jax import sweep
+from squeezenet_jax.config_utils import product
 
 
 def get_config():
@@ -9,4 +9,4 @@ def get_config():
 
 
 def get_sweep():
-  return sweep.product({'model.squeeze_ratio': (0.125, 0.25, 0.5, 0.75, 1.0)})
+  return product({'model.squeeze_ratio': (0.125, 0.25, 0.5, 0.75, 1.0)})

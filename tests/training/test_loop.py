@@ -6,12 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import restored_params, tiny_config
 from squeezenet_jax import checkpoints
-from squeezenet_jax import evaluate
 from squeezenet_jax import sharding
-from squeezenet_jax import train
+from squeezenet_jax.data import dataset as data_lib
 from squeezenet_jax.errors import UserError
+from squeezenet_jax.modes import evaluate
+from squeezenet_jax.training import loop
+from squeezenet_jax.training import setup
 
 
 def _params_close(a, b, **tol):
@@ -20,7 +22,7 @@ def _params_close(a, b, **tol):
 
 
 def _run_epoch(config, mesh):
-  exp = train.Experiment(config, splits=('train', 'validation'), mesh=mesh)
+  exp = setup.Trainer(config, setup.load_data(config, ('train', 'validation')), mesh=mesh)
   images, labels = exp.device_train_data()
   epoch_fn, _ = exp.compile_epoch(images, labels)
   state, metrics = epoch_fn(exp.state, images, labels)
@@ -29,7 +31,7 @@ def _run_epoch(config, mesh):
 
 def test_synthetic_run_learns_well_above_chance(tmp_path):
   config = tiny_config(num_epochs=4, **{'data.synthetic_train_size': 1024})
-  results = train.train_and_evaluate(config, str(tmp_path))
+  results = loop.train_and_evaluate(config, str(tmp_path))
   assert results['val_accuracy'] > 0.5  # chance is 0.1
   assert results['params'] == results['analytic_params']
   assert results['checkpoint_bytes'] > 0
@@ -67,26 +69,23 @@ def test_scanned_epoch_equals_per_step_loop():
 
 def test_rerun_resumes_at_the_right_step_with_the_same_state(tmp_path):
   full_dir, split_dir = tmp_path / 'full', tmp_path / 'split'
-  full = train.train_and_evaluate(tiny_config(num_epochs=2), str(full_dir))
-  train.train_and_evaluate(tiny_config(num_epochs=2), str(split_dir))
+  full = loop.train_and_evaluate(tiny_config(num_epochs=2), str(full_dir))
+  loop.train_and_evaluate(tiny_config(num_epochs=2), str(split_dir))
   # Roll the second run back to its first epoch's checkpoint, then rerun: it resumes.
   ckpt = checkpoints.Checkpointer(split_dir / 'checkpoints')
   steps = ckpt.all_steps()
   assert len(steps) == 2
   import shutil
   shutil.rmtree(split_dir / 'checkpoints' / str(steps[-1]))
-  resumed = train.train_and_evaluate(tiny_config(num_epochs=2), str(split_dir))
+  resumed = loop.train_and_evaluate(tiny_config(num_epochs=2), str(split_dir))
   assert resumed['steps'] == full['steps']
   assert resumed['val_accuracy'] == full['val_accuracy']
-  a = train.Experiment(tiny_config(num_epochs=2), splits=('validation',))
-  b = train.Experiment(tiny_config(num_epochs=2), splits=('validation',))
-  a.restore(checkpoints.Checkpointer(full_dir / 'checkpoints', read_only=True))
-  b.restore(checkpoints.Checkpointer(split_dir / 'checkpoints', read_only=True))
-  _params_close(a.state.params, b.state.params, rtol=0, atol=0)
+  _params_close(restored_params(full_dir, tiny_config(num_epochs=2)),
+                restored_params(split_dir, tiny_config(num_epochs=2)), rtol=0, atol=0)
 
 
 def test_eval_mode_scores_the_checkpoint(tmp_path):
-  trained = train.train_and_evaluate(tiny_config(num_epochs=2), str(tmp_path))
+  trained = loop.train_and_evaluate(tiny_config(num_epochs=2), str(tmp_path))
   results = evaluate.run(str(tmp_path), {'eval_split': 'validation'})
   assert results['val_accuracy'] == pytest.approx(trained['val_accuracy'])
   results = evaluate.run(str(tmp_path), {})  # synthetic has a test split: the default
@@ -101,25 +100,25 @@ def test_eval_mode_scores_the_checkpoint(tmp_path):
 ])
 def test_bad_config_is_a_user_error(tmp_path, overrides, message):
   with pytest.raises(UserError, match=message):
-    train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+    loop.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
 
 
 def test_workdir_of_another_config_is_refused(tmp_path):
-  train.train_and_evaluate(tiny_config(), str(tmp_path))
+  loop.train_and_evaluate(tiny_config(), str(tmp_path))
   before = (tmp_path / 'results.json').read_text()
   with pytest.raises(UserError, match='another config'):
-    train.train_and_evaluate(tiny_config(learning_rate=0.3), str(tmp_path))
+    loop.train_and_evaluate(tiny_config(learning_rate=0.3), str(tmp_path))
   assert (tmp_path / 'results.json').read_text() == before
 
 
 def test_labels_outside_the_model_classes_are_refused(monkeypatch):
-  real = train.input_pipeline.load_dataset
+  real = data_lib.load_dataset
 
   def with_a_bad_label(data_config, splits):
     dataset = real(data_config, splits)
     dataset.splits['train'].labels[0] = 10  # ten classes: 0..9
     return dataset
 
-  monkeypatch.setattr(train.input_pipeline, 'load_dataset', with_a_bad_label)
+  monkeypatch.setattr(data_lib, 'load_dataset', with_a_bad_label)
   with pytest.raises(UserError, match=r'train labels span \[0, 10\], outside \[0, 10\)'):
-    train.Experiment(tiny_config(), splits=('train', 'validation'))
+    setup.load_data(tiny_config(), ('train', 'validation'))

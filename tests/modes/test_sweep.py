@@ -10,11 +10,13 @@ import types
 import pytest
 
 from conftest import REPO_ROOT, tiny_config
-from squeezenet_jax import sweep
-from squeezenet_jax import train
+from squeezenet_jax import config_utils
+from squeezenet_jax import sweeps
+from squeezenet_jax.modes import sweep
+from squeezenet_jax.training import loop
 from squeezenet_jax.errors import UserError
 
-GRID = sweep.product({'model.bypass': ('none', 'simple'),
+GRID = config_utils.product({'model.bypass': ('none', 'simple'),
                       'model.squeeze_ratio': (0.25, 0.5)})
 NAMES = ['model.bypass=none,model.squeeze_ratio=0.25',
          'model.bypass=none,model.squeeze_ratio=0.5',
@@ -44,7 +46,7 @@ def epochs_logged(point_dir):
 def grid(tmp_path_factory):
   """The grid run twice: crashing in its third point, then to the end."""
   workdir = tmp_path_factory.mktemp('grid')
-  real_train = train.train_and_evaluate
+  real_train = loop.train_and_evaluate
   trained = []
 
   def crash_on_third_point(config, point_dir, **kwargs):
@@ -54,13 +56,13 @@ def grid(tmp_path_factory):
     return real_train(config, point_dir, **kwargs)
 
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train, 'train_and_evaluate', crash_on_third_point)
+    mp.setattr(loop, 'train_and_evaluate', crash_on_third_point)
     with pytest.raises(RuntimeError, match='simulated crash'):
       sweep.run(grid_config(), str(workdir), GRID)
   after_crash = json.loads((workdir / 'sweep.json').read_text())
   trained.clear()
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train, 'train_and_evaluate',
+    mp.setattr(loop, 'train_and_evaluate',
                lambda config, point_dir, **kw: trained.append(point_dir) or real_train(
                    config, point_dir, **kw))
     report = sweep.run(grid_config(), str(workdir), GRID)
@@ -103,7 +105,7 @@ def test_rerun_skips_finished_points(grid, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError('a finished point was trained again')
 
-  monkeypatch.setattr(train, 'train_and_evaluate', fail)
+  monkeypatch.setattr(loop, 'train_and_evaluate', fail)
   assert sweep.run(grid_config(), str(grid.workdir), GRID)['points'] == grid.report['points']
   assert {n: (grid.workdir / n / 'metrics.jsonl').read_text() for n in NAMES} == metrics
 
@@ -154,7 +156,7 @@ def test_a_point_directory_of_another_config_is_refused_before_anything_runs(tmp
   (point_dir / 'config.json').write_text(tiny_config(seed=7).to_json())
   with pytest.raises(UserError, match=r'sweep point 2 .* another config \(differs in '
                      r'model.bypass, seed\)'):
-    sweep.run(tiny_config(), str(tmp_path), sweep.product({'model.bypass': ('none', 'simple')}))
+    sweep.run(tiny_config(), str(tmp_path), config_utils.product({'model.bypass': ('none', 'simple')}))
   assert sorted(p.name for p in tmp_path.iterdir()) == ['model.bypass=simple']
 
 
@@ -185,14 +187,14 @@ def test_main_reports_a_bad_point_in_one_line(tmp_path):
 def test_shipped_sweep_loads_and_every_point_builds(tmp_path, name):
   module = importlib.import_module(f'configs.sweeps.{name}')
   config_file = str(REPO_ROOT / 'configs' / 'sweeps' / f'{name}.py')
-  points = sweep.make_points(module.get_config(), sweep.load_sweep(config_file))
+  points = sweeps.make_points(module.get_config(), sweeps.load_sweep(config_file))
   assert len(points) >= 3
   for point in points:
     sweep.check_point(point, tmp_path / point.name)  # builds the model abstractly
 
 
 def test_product_varies_the_first_axis_slowest_and_names_points():
-  assert sweep.product({'a.b': (1, 2)}, c=('x', 'y')) == [
+  assert config_utils.product({'a.b': (1, 2)}, c=('x', 'y')) == [
       {'a.b': 1, 'c': 'x'}, {'a.b': 1, 'c': 'y'}, {'a.b': 2, 'c': 'x'}, {'a.b': 2, 'c': 'y'}]
-  assert sweep.point_name({'model.bypass': 'simple', 'seed': 3}) == 'model.bypass=simple,seed=3'
-  assert sweep.point_name({'name': '../v 1.0', 'seed': 3}) == '_v_1.0'
+  assert sweeps.point_name({'model.bypass': 'simple', 'seed': 3}) == 'model.bypass=simple,seed=3'
+  assert sweeps.point_name({'name': '../v 1.0', 'seed': 3}) == '_v_1.0'

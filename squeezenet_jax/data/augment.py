@@ -8,9 +8,16 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-# Per-channel statistics of the CIFAR-10 training images, on the 0..255 scale.
+# Per-channel statistics of the CIFAR-10 training images, on the 0..255 scale: the
+# defaults of `data.mean`/`data.std`, and what runs from before those fields used.
 CIFAR10_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
 CIFAR10_STD = (0.2470 * 255, 0.2435 * 255, 0.2616 * 255)
+
+
+def statistics(data_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """(mean, std) per channel from `data.mean`/`data.std` (CIFAR-10's where absent)."""
+  return (tuple(data_config.get('mean', CIFAR10_MEAN)),
+          tuple(data_config.get('std', CIFAR10_STD)))
 
 
 def random_crop_flip(key: jax.Array, images: jax.Array, *, padding: int = 4,
@@ -51,8 +58,9 @@ def flip_horizontal(images: jax.Array) -> jax.Array:
   return images[:, :, ::-1, :]
 
 
-def normalize(images: jax.Array, dtype=jnp.float32) -> jax.Array:
-  """uint8 images to zero-mean, unit-variance (per CIFAR-10 channel) `dtype` values."""
-  mean = jnp.asarray(CIFAR10_MEAN, jnp.float32)
-  std = jnp.asarray(CIFAR10_STD, jnp.float32)
+def normalize(images: jax.Array, dtype=jnp.float32, mean=CIFAR10_MEAN,
+              std=CIFAR10_STD) -> jax.Array:
+  """uint8 images to zero-mean, unit-variance per channel `dtype` values."""
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
   return ((images.astype(jnp.float32) - mean) / std).astype(dtype)

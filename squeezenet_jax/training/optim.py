@@ -1,5 +1,7 @@
 """Optimizer and learning-rate schedule from the config, all from optax."""
 
+from typing import NamedTuple
+
 import jax
 import ml_collections
 import optax
@@ -23,13 +25,19 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
-                   steps_per_epoch: int) -> optax.GradientTransformation:
+class Optimizer(NamedTuple):
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule  # the learning rate tx applies at each step, for logging
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Optimizer:
   schedule = make_schedule(config, steps_per_epoch)
   if config.optimizer == 'sgd':
-    return optax.chain(
+    tx = optax.chain(
         optax.add_decayed_weights(config.weight_decay, mask=_decay_mask),
         optax.sgd(schedule, momentum=config.momentum, nesterov=True))
-  if config.optimizer == 'adamw':
-    return optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask)
-  raise UserError(f'unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}')
+  elif config.optimizer == 'adamw':
+    tx = optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask)
+  else:
+    raise UserError(f'unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}')
+  return Optimizer(tx, schedule)

@@ -9,10 +9,10 @@ Each export is read back from disk, dequantised to float32 and scored with the c
 of `--mode=eval`, so the accuracy reported is the accuracy of the bytes reported.
 The report goes to sizes.json, sizes.md and sizes.png (see `size_report`).
 
-Settings come from the `export` block of the run's config.json, falling back to
-configs/default.py for runs trained before it existed. From the command line only
-`--config.data.*` reaches this mode (choosing the data to score); to change
-`export.*`, edit config.json or call `run(..., export_overrides={...})`.
+Settings come from the `export` block of the run's config.json (runs trained before
+it existed get `DEFAULT_SETTINGS`). From the command line only `--config.data.*`
+reaches this mode (choosing the data to score); to change `export.*`, edit
+config.json or call `run(..., export_overrides={...})`.
 """
 
 import shutil
@@ -25,22 +25,21 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
-from configs import default as default_config
 from squeezenet_jax import checkpoints
-from squeezenet_jax import evaluate
-from squeezenet_jax import input_pipeline
-from squeezenet_jax import models
 from squeezenet_jax import quantize
+from squeezenet_jax import reporting
 from squeezenet_jax import sharding
 from squeezenet_jax import size_report
-from squeezenet_jax import train
-from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
+from squeezenet_jax.modes import evaluate
+from squeezenet_jax.training import setup
 
 FORMATS = ('float32', 'bfloat16', 'int8', 'compressed')
 EXPORTS_DIR = 'exports'
 COMPRESSED_FILE = 'model.dc.xz'
 _MODEL_PARTS = ('params', 'batch_stats')
+# The `export` block of runs trained before it existed (configs/default.py's values).
+DEFAULT_SETTINGS = {'prune_fraction': 0.2, 'bits': 6}
 
 Tree = dict[str, Any]
 
@@ -48,23 +47,16 @@ Tree = dict[str, Any]
 def export_config(config: ml_collections.ConfigDict,
                   overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
   """The run's `export` block over the defaults, so that older runs still export."""
-  merged = default_config.get_config().export
+  merged = ml_collections.ConfigDict(DEFAULT_SETTINGS)
   merged.update(config.get('export', {}))
   merged.update(overrides or {})
   quantize.check_compression(merged.bits, merged.prune_fraction)
   return merged
 
 
-def restore_model(checkpointer: checkpoints.Checkpointer, config: ml_collections.ConfigDict,
-                  mesh: jax.sharding.Mesh) -> Tree:
-  """The latest step's `model` item alone (no optimizer state), as numpy pure dicts."""
-  model = nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
-  _, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  replicated = sharding.replicated(mesh)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                          {'params': params, 'batch_stats': batch_stats})
-  restored = checkpointer.restore({'model': abstract})['model']
-  return jax.device_get({part: nnx.to_pure_dict(restored[part]) for part in _MODEL_PARTS})
+def to_numpy(variables: setup.ModelVars) -> Tree:
+  """Model variables as nested dicts of numpy arrays, what the encoders take."""
+  return jax.device_get({part: nnx.to_pure_dict(variables[part]) for part in _MODEL_PARTS})
 
 
 def encode(fmt: str, model: Tree, settings: ml_collections.ConfigDict) -> Tree:
@@ -116,20 +108,18 @@ def _filled(template: nnx.State, values: Tree, placement) -> nnx.State:
   return state
 
 
-def score(exp: train.Experiment, split: str, model: Tree) -> dict[str, float]:
-  """Puts the model's weights into `exp.state` and scores `split` as `--mode=eval` does."""
-  placement = sharding.replicated(exp.mesh)
-  exp.state = exp.state.replace(
-      **{part: _filled(getattr(exp.state, part), model[part], placement)
-         for part in _MODEL_PARTS})
-  return exp.score(split)
+def score(restored: evaluate.RestoredRun, model: Tree) -> dict[str, float]:
+  """Scores decoded weights as `--mode=eval` scores the checkpoint."""
+  placement = sharding.replicated(restored.scorer.mesh)
+  return restored.score({part: _filled(restored.variables[part], model[part], placement)
+                         for part in _MODEL_PARTS})
 
 
-def export_format(exp: train.Experiment, split: str, fmt: str, model: Tree, directory: Path,
+def export_format(restored: evaluate.RestoredRun, fmt: str, model: Tree, directory: Path,
                   settings: ml_collections.ConfigDict) -> dict[str, Any]:
   """Saves one format, reloads it from disk and scores it."""
   save(fmt, model, directory, settings)
-  scores = score(exp, split, load(fmt, directory))
+  scores = score(restored, load(fmt, directory))
   row = {'format': fmt, 'bytes': checkpoints.directory_bytes(directory),
          'accuracy': scores['accuracy'], 'loss': scores['loss'],
          'path': str(directory.relative_to(directory.parents[1]))}
@@ -142,16 +132,14 @@ def run(workdir: str, data_overrides: dict[str, Any],
   """Exports every format, then writes and returns the size report (sizes.json)."""
   config = evaluate.run_config(workdir, data_overrides)
   settings = export_config(config, export_overrides)
-  split = input_pipeline.resolve_eval_split(config.data)
-  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), read_only=True)
-  exp = train.Experiment(config, splits=(split,))
-  model = restore_model(checkpointer, config, exp.mesh)
-  rows = [export_format(exp, split, fmt, model, Path(workdir) / EXPORTS_DIR / fmt, settings)
+  restored = evaluate.RestoredRun(workdir, config)
+  model = to_numpy(restored.variables)
+  rows = [export_format(restored, fmt, model, Path(workdir) / EXPORTS_DIR / fmt, settings)
           for fmt in FORMATS]
   report = size_report.build(
-      config, rows, size_fields=train.model_size_fields(config, exp.state.params),
-      checkpointer=checkpointer,
-      raw_item_bytes=size_report.raw_bytes(exp.state.to_items()),
-      eval_split=split, eval_images=exp.eval_split(split).size, settings=settings)
-  size_report.write(workdir, report)
+      config, rows, size_fields=restored.size_fields(), checkpointer=restored.checkpointer,
+      raw_item_bytes=size_report.raw_item_bytes(config, restored.variables),
+      eval_split=restored.split, eval_images=restored.num_images, settings=settings,
+      trained=restored.trained())
+  reporting.write_sizes(workdir, report)
   return report

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from squeezenet_jax import input_pipeline
+from squeezenet_jax.data import archives
+from squeezenet_jax.data import dataset as input_pipeline
 from squeezenet_jax.errors import UserError
 
 _SHARED_ARCHIVE = 'cifar10-jpeg-train.tar.xz'
@@ -139,7 +140,7 @@ def test_folder_second_load_hits_the_cache(tmp_path, monkeypatch):
     raise AssertionError(f'decoded again: {args}')
 
   with monkeypatch.context() as patch:
-    patch.setattr(input_pipeline, '_read_folder', fail)
+    patch.setattr(archives, 'read_folder', fail)
     second = input_pipeline.load_dataset(config)
   for split in ('train', 'validation'):
     np.testing.assert_array_equal(second.splits[split].images, first.splits[split].images)
@@ -148,7 +149,7 @@ def test_folder_second_load_hits_the_cache(tmp_path, monkeypatch):
 
   # A changed file changes the key: decoded again.
   os.utime(tree / 'train' / 'a' / '000.png', ns=(1, 1))
-  monkeypatch.setattr(input_pipeline, '_read_folder', fail)
+  monkeypatch.setattr(archives, 'read_folder', fail)
   with pytest.raises(AssertionError, match='decoded again'):
     input_pipeline.load_dataset(config)
 
@@ -171,7 +172,7 @@ def test_folder_decodes_in_worker_processes(tmp_path, monkeypatch):
   config = _data_config(tmp_path, source='folder', path=str(tree), image_size=8)
   inline = input_pipeline.load_dataset(config, ('test',)).splits['test']
 
-  monkeypatch.setattr(input_pipeline, '_DECODE_CHUNK', 4)
+  monkeypatch.setattr(archives, '_DECODE_CHUNK', 4)
   config.cache_dir = str(tmp_path / 'other_cache')
   pooled = input_pipeline.load_dataset(config, ('test',)).splits['test']
 

@@ -12,19 +12,20 @@ from flax import nnx
 from configs import default
 from conftest import tiny_config
 from squeezenet_jax import checkpoints
-from squeezenet_jax import export
 from squeezenet_jax import models
 from squeezenet_jax import quantize
 from squeezenet_jax import size_report
-from squeezenet_jax import train
 from squeezenet_jax import workdir as workdir_lib
+from squeezenet_jax.modes import evaluate
+from squeezenet_jax.modes import export
+from squeezenet_jax.training import loop
 
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
   """A tiny trained run (two kept steps), exported on its validation split."""
   workdir = tmp_path_factory.mktemp('run')
-  results = train.train_and_evaluate(tiny_config(num_epochs=2), str(workdir))
+  results = loop.train_and_evaluate(tiny_config(num_epochs=2), str(workdir))
   report = export.run(str(workdir), {'eval_split': 'validation'})
   return workdir, results, report
 
@@ -66,9 +67,10 @@ def test_float32_export_scores_like_the_checkpoint(run):
 def test_an_export_rescored_from_disk_gives_the_reported_accuracy(run):
   workdir, _, report = run
   config = workdir_lib.load_config(str(workdir))
-  exp = train.Experiment(config, splits=('validation',))
+  config.data.eval_split = 'validation'
+  restored = evaluate.RestoredRun(str(workdir), config)
   model = export.load('compressed', workdir / 'exports' / 'compressed')
-  scores = export.score(exp, 'validation', model)
+  scores = export.score(restored, model)
   assert scores['accuracy'] == pytest.approx(_rows(report)['compressed']['accuracy'])
 
 
@@ -133,10 +135,14 @@ def test_runs_without_an_export_block_use_the_defaults():
   config = ml_collections.ConfigDict(tiny_config().to_dict())
   del config['export']
   settings = export.export_config(config)
-  assert settings.to_dict() == default.get_config().export.to_dict()
+  assert settings.to_dict() == default.get_config().export.to_dict() == export.DEFAULT_SETTINGS
   assert export.export_config(config, {'bits': 4}).bits == 4
 
 
 def test_raw_bytes_count_the_arrays_in_memory():
-  tree = {'model': {'w': jax.numpy.zeros((3, 4))}, 'progress': {'step': jax.numpy.int32(0)}}
-  assert size_report.raw_bytes(tree) == {'model': 48, 'progress': 4}
+  config = tiny_config(optimizer='sgd')
+  variables = {'params': {'w': jax.numpy.zeros((3, 4))}, 'batch_stats': {}}
+  # Nesterov SGD: a momentum per parameter and the schedule's int32 count; progress: an
+  # int32 step and a key.
+  assert size_report.raw_item_bytes(config, variables) == {
+      'model': 48, 'opt_state': 52, 'progress': 12}

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from squeezenet_jax import augment
+from squeezenet_jax.data import augment
 
 _SIZE = 32
 _PAD = 4

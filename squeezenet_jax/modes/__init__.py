@@ -1,0 +1,7 @@
+"""The modes of `main.py` other than training (which is `training.loop`).
+
+  evaluate.py  --mode=eval     score a run's checkpoint on one split
+  export.py    --mode=export   inference exports re-scored from disk, sizes report
+  summary.py   --mode=summary  per-layer parameter/MAC table
+  sweep.py     --mode=sweep    a grid of runs and their comparison
+"""

@@ -1,0 +1,363 @@
+"""Tables and charts of results, for sweeps, size reports and benchmarks alike.
+
+Whatever a person reads comes from here, in one convention: sizes in decimal units
+(MB = 10^6 bytes, as the paper), accuracies as fractions with four digits, every chart
+with labelled axes and units, a subtitle naming the data, the images seen and the
+epochs, ranges that include the reference points, and point labels that name their
+fields and are moved apart (adjustText) so they never collide.
+"""
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from adjustText import adjust_text  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from squeezenet_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# An accuracy axis spans at least this much, so noise never fills a chart.
+MIN_ACCURACY_SPAN = 0.1
+
+
+# ----------------------------------------------------------------------------
+# Numbers and tables.
+
+
+def human(n: float, unit: str = '') -> str:
+  """1234567 -> '1.23 M' (decimal prefixes)."""
+  for threshold, prefix in ((1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+    if abs(n) >= threshold:
+      return f'{n / threshold:.3g} {prefix}{unit}'
+  return f'{n:g} {unit}'.rstrip()
+
+
+def megabytes(n: int) -> str:
+  """Bytes with their MB (10^6), e.g. '855,047 (0.855 MB)'."""
+  return f'{n:,} ({n / 1e6:.3g} MB)'
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]],
+                   numeric: Sequence[bool] | None = None) -> list[str]:
+  """A markdown table; `numeric` columns are right-aligned."""
+  numeric = numeric or [False] * len(header)
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + ''.join('---:|' if n else '---|' for n in numeric)]
+  lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+  return lines
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator='\n')
+  writer.writerow(header)
+  writer.writerows(rows)
+  return out.getvalue()
+
+
+def data_label(config: Mapping[str, Any]) -> str:
+  """Where a run's images came from, in a few words (for chart subtitles)."""
+  data = config['data']
+  if data['source'] == 'folder':
+    names = ', '.join(os.path.basename(p.strip().rstrip('/')) for p in data['path'].split(','))
+    return f'folder {names}'
+  if data['source'] == 'tfds':
+    return f"tfds {data['dataset']}"
+  return 'synthetic data'
+
+
+def run_subtitle(config: Mapping[str, Any], epochs: int | None, images_seen: int | None,
+                 evaluated: str | None = None) -> str:
+  """'folder x.tar.xz; 12 epochs, 1.1 M training images seen; validation: 5,000 images'."""
+  parts = [data_label(config)]
+  if epochs is not None and images_seen is not None:
+    parts.append(f'{epochs} epochs, {human(images_seen)} training images seen')
+  if evaluated:
+    parts.append(evaluated)
+  return '; '.join(parts)
+
+
+# ----------------------------------------------------------------------------
+# Charts.
+
+
+class Point(NamedTuple):
+  x: float
+  y: float
+  label: str
+  yerr: float | None = None
+
+
+class Series(NamedTuple):
+  name: str | None  # legend entry (None: no entry)
+  points: Sequence[Point]
+  connect: bool = False  # a line suggests an order between the points
+
+
+class Reference(NamedTuple):
+  """A reference line: vertical at x, or horizontal at y, with its legend entry."""
+  label: str
+  x: float | None = None
+  y: float | None = None
+  style: str = '--'
+
+
+def _limits(values: Sequence[float], log: bool, min_span: float = 0.0,
+            bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+  """Axis limits around `values` with margins; at least `min_span` wide (linear axes)."""
+  lo, hi = min(values), max(values)
+  if log:
+    return lo / 1.6, hi * 1.6
+  span = max(hi - lo, min_span)
+  middle = (lo + hi) / 2
+  lo, hi = middle - 0.6 * span, middle + 0.6 * span
+  if bounds:
+    lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+  return lo, hi
+
+
+def scatter_chart(path: str | Path, series: Sequence[Series], *, title: str, subtitle: str,
+                  xlabel: str, ylabel: str, log_x: bool = True,
+                  references: Sequence[Reference] = (), accuracy_axis: bool = True) -> None:
+  """A labelled scatter: the chart of every comparison in this project."""
+  fig, ax = plt.subplots(figsize=(7.5, 5))
+  texts, xs, ys = [], [], []
+  for s in series:
+    points = list(s.points)
+    errors = [p.yerr for p in points]
+    ax.errorbar([p.x for p in points], [p.y for p in points],
+                yerr=errors if any(e is not None for e in errors) else None,
+                marker='o', linestyle='-' if s.connect else 'none', capsize=3,
+                label=s.name, zorder=3)
+    for p in points:
+      texts.append(ax.text(p.x, p.y, p.label, fontsize=8))
+      xs.append(p.x)
+      ys.append(p.y)
+  for ref in references:
+    if ref.x is not None:
+      ax.axvline(ref.x, color='gray', linestyle=ref.style, label=ref.label)
+      xs.append(ref.x)
+    else:
+      ax.axhline(ref.y, color='gray', linestyle=ref.style, label=ref.label)
+      ys.append(ref.y)
+  if log_x:
+    ax.set_xscale('log')
+  if xs:
+    ax.set_xlim(*_limits(xs, log_x))
+    ax.set_ylim(*_limits(ys, False, MIN_ACCURACY_SPAN if accuracy_axis else 0.0,
+                         (0.0, 1.0) if accuracy_axis else None))
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  fig.suptitle(title, fontsize=12)
+  ax.set_title(subtitle, fontsize=9, color='dimgray')
+  ax.grid(True, which='both', alpha=0.3)
+  if any(s.name for s in series) or references:
+    ax.legend(fontsize=8, loc='best')
+  fig.tight_layout()
+  if texts:
+    adjust_text(texts, ax=ax, arrowprops={'arrowstyle': '-', 'color': 'gray', 'lw': 0.5})
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+# ----------------------------------------------------------------------------
+# Sweeps (sweep.json's dict, see `sweeps.build_report`).
+
+SWEEP_JSON, SWEEP_CSV, SWEEP_MARKDOWN, SWEEP_CHART = (
+    'sweep.json', 'sweep.csv', 'sweep.md', 'sweep.png')
+_SWEEP_CSV_FIELDS = ('params', 'analytic_params', 'macs', 'checkpoint_bytes', 'val_accuracy',
+                     'train_seconds', 'images_per_second', 'epochs', 'steps')
+
+
+def short_field(field: str) -> str:
+  """`model.bypass` -> `bypass`: the last part names a field well enough on a chart."""
+  return field.rsplit('.', 1)[-1]
+
+
+def sweep_csv(report: dict[str, Any]) -> str:
+  fields = report['fields']
+  return csv_text(['name', *fields, *_SWEEP_CSV_FIELDS],
+                  [[row['name'], *(row['values'][f] for f in fields),
+                    *(row.get(k) for k in _SWEEP_CSV_FIELDS)] for row in report['points']])
+
+
+def sweep_markdown(report: dict[str, Any]) -> str:
+  """sweep.md: one table row per finished point, sizes also in k/M/G."""
+  fields = report['fields']
+  done, total = len(report['points']), len(report['points']) + len(report['pending'])
+  rows = [[row['name'], *(str(row['values'][f]) for f in fields),
+           f"{row['params']:,} ({human(row['params'])})",
+           f"{row['macs']:,} ({human(row['macs'])})",
+           f"{row['checkpoint_bytes'] / 1e6:.3g} MB",
+           f"{row['val_accuracy']:.4f}",
+           f"{row['train_seconds']:.1f} s",
+           f"{row['images_per_second']:,.0f}"] for row in report['points']]
+  header = ['Point', *fields, 'Params', 'MACs/image', 'Checkpoint', 'Val accuracy',
+            'Train time', 'Images/s']
+  lines = [f'# Sweep: {done} of {total} points finished', '',
+           f'Data: {report.get("data", "?")}.', '',
+           *markdown_table(header, rows, [False] * (1 + len(fields)) + [True] * 6)]
+  if report['pending']:
+    lines += ['', 'Not finished: ' + ', '.join(report['pending']) + '.']
+  if report['failed']:
+    lines += ['', *(f'- {name} failed: {message}'
+                    for name, message in report['failed'].items())]
+  if report['points']:
+    lines += ['', f'![validation accuracy against parameters]({SWEEP_CHART})']
+  return '\n'.join(lines) + '\n'
+
+
+def _point_label(row: dict[str, Any], fields: Sequence[str]) -> str:
+  """The point's own name if it was given one, else `field=value` of `fields`."""
+  if 'name' in row['overrides'] or not fields:
+    return row['name']
+  return ', '.join(f"{short_field(f)}={row['values'][f]}" for f in fields)
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def sweep_chart(report: dict[str, Any], field: str | None, path: str | Path, *,
+                label_all: bool = False) -> None:
+  """Accuracy against parameters (log x): one series per value of the other swept fields.
+
+  Points are labelled with `field=value` (`label_all`: every swept field).
+  """
+  others = [f for f in report['fields'] if f != field]
+  grouped: dict[str, list[dict]] = {}
+  for row in report['points']:
+    key = ', '.join(f"{short_field(f)}={row['values'][f]}" for f in others)
+    grouped.setdefault(key, []).append(row)
+  labelled = report['fields'] if label_all else [f for f in [field] if f]
+  series = [Series(key or None,
+                   [Point(r['params'], r['val_accuracy'], _point_label(r, labelled))
+                    for r in rows],
+                   connect=bool(field) and all(_is_number(r['values'][field]) for r in rows))
+            for key, rows in grouped.items()]
+  first = report['points'][0] if report['points'] else {}
+  images = (first.get('steps') or 0) * first.get('batch_size', 0) or None
+  varying = ', '.join(short_field(f) for f in ([field] if field else report['fields']))
+  scatter_chart(
+      path, series, title=f'Validation accuracy against size, varying {varying or "nothing"}',
+      subtitle=f"{report.get('data', '?')}; {first.get('epochs')} epochs, "
+               f"{human(images) if images else '?'} training images seen per point",
+      xlabel='parameters (log scale)', ylabel='validation accuracy (fraction)')
+
+
+def sweep_chart_files(report: dict[str, Any]) -> dict[str, str | None]:
+  """Chart file -> the field along its lines: sweep.png, and per field for a grid.
+
+  sweep.png labels points with all their values; a grid of several fields also gets
+  sweep_<field>.png for each field, with the others' combinations as its series.
+  """
+  files = {SWEEP_CHART: report['fields'][0] if report['fields'] else None}
+  if report['grid']:
+    files.update({f'sweep_{f}.png': f for f in report['fields']})
+  return files
+
+
+def write_sweep(workdir: str | Path, report: dict[str, Any]) -> None:
+  workdir = Path(workdir)
+  workdir_lib.write_json(workdir / SWEEP_JSON, report)
+  (workdir / SWEEP_CSV).write_text(sweep_csv(report))
+  (workdir / SWEEP_MARKDOWN).write_text(sweep_markdown(report))
+  for name, field in sweep_chart_files(report).items():
+    sweep_chart(report, field, workdir / name, label_all=name == SWEEP_CHART)
+
+
+# ----------------------------------------------------------------------------
+# Sizes (sizes.json's dict, see `size_report.build`).
+
+SIZES_JSON, SIZES_MARKDOWN, SIZES_CHART = 'sizes.json', 'sizes.md', 'sizes.png'
+
+
+def model_name(model: Mapping[str, Any]) -> str:
+  if model['name'] == 'squeezenet':
+    return f"SqueezeNet {model['version']}"
+  return 'AlexNet' if model['name'] == 'alexnet' else model['name']
+
+
+def sizes_markdown(report: dict[str, Any]) -> str:
+  """A readable sizes.md: exports, the AlexNet baseline, then the training checkpoints."""
+  alexnet = report['alexnet']
+  rows = [[row['format'], megabytes(row['bytes']), f"{row['vs_float32']:.3f}",
+           f"{row['alexnet_ratio']:,.0f}x" if row['alexnet_ratio'] else '-',
+           f"{row['accuracy']:.4f}", f"{row['accuracy_delta']:+.4f}"]
+          for row in report['formats']]
+  if alexnet:
+    rows.append([f"AlexNet float32 (analytic, {alexnet['params']:,} params)",
+                 megabytes(alexnet['float32_bytes']), '', '1x', '', ''])
+  export = report['export']
+  training = report['checkpoints']['steps'][str(report['checkpoints']['latest_step'])]
+  lines = [
+      f"# Size of {model_name(report['model'])}: {report['params']:,} parameters", '',
+      f"Accuracy on `{report['eval_split']}` ({report['eval_images']:,} images), each "
+      'export reloaded from disk. Analytic float32 size (params x 4): '
+      f"{megabytes(report['analytic_bytes'])}. MB = 10^6 bytes.", '',
+      *markdown_table(['Format', 'Bytes on disk', 'vs float32', 'AlexNet fp32 / this',
+                       'Accuracy', 'Δ vs float32'], rows, [False] + [True] * 5),
+      '', '`float32` is the inference checkpoint: parameters and BN statistics, '
+      'without the optimizer state of the training checkpoint, which weighs '
+      f"{megabytes(training['total_bytes'])}. `compressed`: "
+      f"{export['prune_fraction']:.0%} of each kernel pruned, {export['bits']}-bit "
+      'per-kernel codebooks, a byte per index, lzma.', '',
+      *_checkpoint_markdown(report['checkpoints'])]
+  return '\n'.join(lines) + '\n'
+
+
+def _checkpoint_markdown(sizes: dict[str, Any]) -> list[str]:
+  rows = [[step, f"{s['model_bytes']:,}", f"{s['opt_state_bytes']:,}",
+           f"{s['progress_bytes']:,}", f"{s['metadata_bytes']:,}", f"{s['total_bytes']:,}"]
+          for step, s in sizes['steps'].items()]
+  raw = ', '.join(f'{item} {n:,}' for item, n in sizes['raw_bytes'].items())
+  ratios = ', '.join(f'{item} {r:.3f}x' for item, r in sizes['compression'].items())
+  return ['## Training checkpoints (orbax)', '',
+          *markdown_table(['Step', 'Model (params + BN stats)', 'Optimizer state',
+                           'Progress', 'Metadata', 'Total'], rows, [True] * 6),
+          '', f'In memory: {raw} bytes. Orbax compression of step {sizes["latest_step"]} '
+          f'(in memory / on disk, above 1 when the files are smaller): {ratios}; '
+          f'{_codec_text(sizes["codec"])}.']
+
+
+def _codec_text(codec: dict[str, Any] | None) -> str:
+  if not codec:
+    return 'codec unknown'
+
+  def name(c):
+    return ' level '.join(str(c[k]) for k in ('id', 'level') if k in c) if c else 'none'
+
+  return f"arrays {name(codec['arrays'])}, OCDBT index {name(codec['index'])}"
+
+
+def sizes_chart(report: dict[str, Any], path: str | Path) -> None:
+  """Accuracy against bytes on disk (log x), with 1 MB and AlexNet's float32 size."""
+  points = [Point(row['bytes'], row['accuracy'],
+                  f"{row['format']} ({row['bytes'] / 1e6:.3g} MB)")
+            for row in report['formats']]
+  references = [Reference('1 MB', x=1e6, style=':')]
+  if report['alexnet']:
+    references.append(Reference(
+        f"AlexNet float32 ({report['alexnet']['float32_bytes'] / 1e6:.0f} MB)",
+        x=report['alexnet']['float32_bytes']))
+  trained = report.get('trained', {})
+  scatter_chart(
+      path, [Series(None, points)],
+      title=f"{model_name(report['model'])}: accuracy against size on disk",
+      subtitle=run_subtitle(report.get('config', {'data': {'source': 'synthetic'}}),
+                            trained.get('epochs'), trained.get('images_seen'),
+                            f"scored on {report['eval_split']} "
+                            f"({report['eval_images']:,} images)"),
+      xlabel='bytes on disk (log scale; MB = 10^6 bytes)',
+      ylabel=f"accuracy on {report['eval_split']} (fraction)", references=references)
+
+
+def write_sizes(workdir: str | Path, report: dict[str, Any]) -> None:
+  workdir_lib.write_json(Path(workdir) / SIZES_JSON, report)
+  (Path(workdir) / SIZES_MARKDOWN).write_text(sizes_markdown(report))
+  sizes_chart(report, Path(workdir) / SIZES_CHART)

@@ -1,0 +1,191 @@
+"""What a run builds once from its config before any epoch: data, model, programs.
+
+`Scorer` is what evaluation needs (the model's graph and the compiled evaluation over
+device-resident splits); `Trainer` adds the training data on the device, the optimizer,
+the train state and the compiled epoch. `--mode=eval` and `--mode=export` build a
+Scorer and restore only the checkpoint's `model` item: no optimizer, no `opt_state`.
+"""
+
+import math
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from squeezenet_jax import accounting
+from squeezenet_jax import checkpoints
+from squeezenet_jax import models
+from squeezenet_jax import rng
+from squeezenet_jax import sharding
+from squeezenet_jax.data import dataset as dataset_lib
+from squeezenet_jax.errors import UserError
+from squeezenet_jax.training import optim
+from squeezenet_jax.training import steps as steps_lib
+
+ModelVars = dict[str, nnx.State]  # {'params': ..., 'batch_stats': ...}: the `model` item
+
+
+def load_data(config: ml_collections.ConfigDict,
+              splits: tuple[str, ...]) -> dataset_lib.Dataset:
+  """The splits, checked against the model: class count and label range."""
+  dataset = dataset_lib.load_dataset(config.data, splits=splits)
+  if dataset.num_classes != config.model.num_classes:
+    raise UserError(f'the data has {dataset.num_classes} classes but '
+                    f'model.num_classes={config.model.num_classes}')
+  for name, split in dataset.splits.items():
+    if len(split.labels) and not 0 <= split.labels.min() <= split.labels.max() < (
+        config.model.num_classes):
+      raise UserError(f'{name} labels span [{split.labels.min()}, {split.labels.max()}], '
+                      f'outside [0, {config.model.num_classes}) (model.num_classes)')
+  return dataset
+
+
+def init_model(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, ModelVars]:
+  """The model's graph and freshly initialised variables (from the `init` stream)."""
+  key = rng.streams(rng.root_key(config.seed)).init
+  model = models.create_model(config, rngs=nnx.Rngs(params=key))
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  return graphdef, {'params': params, 'batch_stats': batch_stats}
+
+
+def abstract_model(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, ModelVars]:
+  """Graph and shape-only variables: a restore target that allocates nothing."""
+  model = nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  return graphdef, {'params': params, 'batch_stats': batch_stats}
+
+
+def size_fields(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef,
+                variables: ModelVars) -> dict[str, int]:
+  """Counted and analytic parameters, MACs and analytic bytes of the run's own model."""
+  summary = accounting.summarize(
+      config, model=nnx.merge(graphdef, variables['params'], variables['batch_stats']))
+  counted = sum(x.size for x in jax.tree.leaves(variables['params']))
+  return {'params': int(counted), 'analytic_params': int(summary['analytic_params']),
+          'macs': int(summary['macs']), 'analytic_bytes': int(summary['analytic_params']) * 4}
+
+
+def restore_model(config: ml_collections.ConfigDict, checkpointer: checkpoints.Checkpointer,
+                  mesh: jax.sharding.Mesh, *, step: int | None = None,
+                  fallback: bool = False) -> tuple[nnx.GraphDef, ModelVars, int]:
+  """(graph, variables, step) of a checkpoint's `model` item alone, replicated on `mesh`."""
+  graphdef, abstract = abstract_model(config)
+  replicated = sharding.replicated(mesh)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          abstract)
+  restored, step = checkpointer.restore({'model': abstract}, step, fallback=fallback)
+  return graphdef, restored['model'], step
+
+
+def to_device_split(split: dataset_lib.Split, batch_size: int,
+                    mesh: jax.sharding.Mesh) -> steps_lib.DeviceSplit:
+  """Pads a split to whole batches (masked) and places it batch-sharded on the mesh."""
+  n = len(split.labels)
+  num_batches = max(1, math.ceil(n / batch_size))
+  pad = num_batches * batch_size - n
+  images = np.concatenate([split.images, np.zeros((pad,) + split.images.shape[1:], np.uint8)])
+  labels = np.concatenate([split.labels, np.zeros((pad,), np.int32)])
+  mask = np.arange(num_batches * batch_size) < n
+  reshape = lambda a: a.reshape((num_batches, batch_size) + a.shape[1:])
+  images, labels, mask = sharding.put((reshape(images), reshape(labels), reshape(mask)),
+                                      sharding.batch_sharded(mesh, 1))
+  return steps_lib.DeviceSplit(images=images, labels=labels, mask=mask, size=n)
+
+
+class Scorer:
+  """Accuracy and loss of model variables on the dataset's splits, compiled once."""
+
+  def __init__(self, config: ml_collections.ConfigDict, graphdef: nnx.GraphDef,
+               dataset: dataset_lib.Dataset, mesh: jax.sharding.Mesh):
+    sharding.check_batch_size('eval_batch_size', config.eval_batch_size, mesh)
+    self.config, self.dataset, self.mesh = config, dataset, mesh
+    self._evaluate = steps_lib.make_evaluate(steps_lib.make_eval_logits(graphdef, config),
+                                             config.label_smoothing)
+    self._splits: dict[str, steps_lib.DeviceSplit] = {}
+
+  def split(self, name: str) -> steps_lib.DeviceSplit:
+    if name not in self._splits:
+      self._splits[name] = to_device_split(self.dataset.splits[name],
+                                           self.config.eval_batch_size, self.mesh)
+    return self._splits[name]
+
+  def __call__(self, variables: ModelVars, name: str, tta: bool = False) -> dict[str, float]:
+    split = self.split(name)
+    result = self._evaluate(variables['params'], variables['batch_stats'], split.images,
+                            split.labels, split.mask, tta=tta)
+    return {k: float(v) for k, v in sharding.to_host(result).items()}
+
+
+class Trainer:
+  """A training run's data on the device, optimizer, state and compiled programs."""
+
+  def __init__(self, config: ml_collections.ConfigDict, dataset: dataset_lib.Dataset,
+               mesh: jax.sharding.Mesh | None = None):
+    self.config = config
+    self.mesh = mesh or sharding.make_mesh()
+    sharding.check_batch_size('batch_size', config.batch_size, self.mesh)
+    self.dataset = dataset
+    num_train = len(dataset.splits['train'].labels)
+    self.steps_per_epoch = num_train // config.batch_size
+    if self.steps_per_epoch == 0:
+      raise UserError(f'batch_size={config.batch_size} exceeds the {num_train} '
+                      'training images')
+    self.optimizer = optim.make_optimizer(config, self.steps_per_epoch)
+    self.graphdef, variables = init_model(config)
+    state = steps_lib.TrainState(
+        step=np.zeros((), np.int32), params=variables['params'],
+        batch_stats=variables['batch_stats'], opt_state=self.optimizer.tx.init(
+            variables['params']), rng=rng.root_key(config.seed))
+    replicated = sharding.replicated(self.mesh)
+    self.state_sharding = jax.tree.map(lambda _: replicated, state)
+    self.state = sharding.put(state, replicated)
+    self.scorer = Scorer(config, self.graphdef, dataset, self.mesh)
+    self._train_step = steps_lib.make_train_step(self.graphdef, self.optimizer.tx, config)
+
+  @property
+  def step(self) -> int:
+    return int(sharding.to_host(self.state.step))
+
+  @property
+  def model_vars(self) -> ModelVars:
+    return {'params': self.state.params, 'batch_stats': self.state.batch_stats}
+
+  def score(self, name: str, tta: bool = False) -> dict[str, float]:
+    return self.scorer(self.model_vars, name, tta=tta)
+
+  def device_train_data(self) -> tuple[jax.Array, jax.Array]:
+    train = self.dataset.splits['train']
+    return sharding.put((train.images, train.labels), sharding.replicated(self.mesh))
+
+  def compile_epoch(self, images: jax.Array, labels: jax.Array):
+    """Compiles the epoch ahead of time; returns (epoch function, seconds compiling)."""
+    steps, batch_size = self.steps_per_epoch, self.config.batch_size
+    replicated = sharding.replicated(self.mesh)
+    start = time.perf_counter()
+    if steps_lib.resolve_epoch_loop(self.config) == 'scan':
+      epoch = jax.jit(steps_lib.make_train_epoch(self._train_step, self.mesh, steps,
+                                                 batch_size),
+                      donate_argnums=0, out_shardings=(self.state_sharding, replicated)
+                      ).lower(self.state, images, labels).compile()
+    else:
+      batches = jax.jit(
+          lambda root, epoch: steps_lib.epoch_batches(root, epoch, images.shape[0], steps,
+                                                      batch_size),
+          out_shardings=sharding.batch_sharded(self.mesh, 1))
+      first = batches(self.state.rng, 0)[0]
+      step = jax.jit(steps_lib.make_indexed_step(self._train_step, self.mesh),
+                     donate_argnums=0, out_shardings=(self.state_sharding, replicated)
+                     ).lower(self.state, images, labels, first).compile()
+      epoch = steps_lib.SteppedEpoch(step, batches, steps, batch_size)
+    return epoch, time.perf_counter() - start
+
+  def restore(self, checkpointer: checkpoints.Checkpointer, step: int | None = None,
+              fallback: bool = False) -> int:
+    """Loads a checkpoint's items into the state; returns the step restored."""
+    items, step = checkpointer.restore(checkpoints.abstract_like(self.state.to_items()), step,
+                                       fallback=fallback)
+    self.state = steps_lib.TrainState.from_items(items)
+    return step
+

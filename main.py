@@ -1,9 +1,16 @@
 """Command line entry: `python main.py --config=configs/x.py --workdir=DIR [--mode=...]`.
 
-Bad input (unknown variant, bad batch size, missing data, a workdir of another run, a
-corrupt checkpoint) ends with one `error:` line and exit status 2.
+Bad input (unknown variant, bad value, missing data, a workdir of another run or in
+use, a corrupt checkpoint) ends with one `error:` line and exit status 2; a failed
+write (read-only or full disk) with one `error:` line and exit status 1; SIGTERM /
+SIGINT with a checkpoint and exit status 143 / 130.
+
+`eval`, `export`, `compress` and `predict` work on a trained run: its own config.json
+is the base config (no `--config` needed), and `--config.data.*` (plus the mode's own
+group, e.g. `--config.export.*`) may be overridden on the command line.
 """
 
+import os
 import sys
 
 from absl import app
@@ -12,6 +19,9 @@ from absl import logging
 from ml_collections import config_flags
 
 MODES = ('train', 'eval', 'summary', 'sweep', 'export')
+# Modes on a trained run, and the config groups each may override.
+RUN_MODES = {'eval': ('data.',), 'export': ('data.', 'export.')}
+_RUN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'run.py')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'ml-collections config file.',
                                           lock_config=True)
@@ -19,10 +29,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run keeps its files.'
 _MODE = flags.DEFINE_enum('mode', 'train', MODES, 'What to do.')
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False, 'Continue a workdir whose config.json differs from --config.')
-_TTA = flags.DEFINE_bool('tta', False, 'eval: average logits with the mirrored images.')
+_TTA = flags.DEFINE_bool('tta', False, 'eval: also score mirrored-and-averaged logits (*_tta).')
 _CHECKPOINT_FALLBACK = flags.DEFINE_bool(
     'checkpoint_fallback', False,
-    'train: if the latest checkpoint is corrupt, resume from the newest readable one.')
+    'train, eval, export: if the latest checkpoint is corrupt, use the newest readable one.')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None,
     'Multi-process: host:port of process 0 (else $JAX_COORDINATOR_ADDRESS; TPU pods and '
@@ -33,24 +43,53 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None,
                                    'Multi-process: this process ($JAX_PROCESS_ID).')
 
 
-def _data_overrides() -> dict:
-  """The `--config.data.*` overrides given on the command line, without the `data.` prefix."""
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The value of `--name=V` or `--name V` in argv, before absl parses it."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      return arg.split('=', 1)[1]
+    if arg == f'--{name}' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def with_run_config(argv: list[str]) -> list[str]:
+  """For modes on a trained run without --config: the run's config.json is the config.
+
+  So `--config.data.path=...` overrides parse against the run's own fields.
+  """
+  mode, workdir = _flag_value(argv, 'mode'), _flag_value(argv, 'workdir')
+  if mode in RUN_MODES and workdir and _flag_value(argv, 'config') is None:
+    return [argv[0], f'--config={_RUN_CONFIG}:{workdir}', *argv[1:]]
+  return argv
+
+
+def _run_overrides(mode: str) -> dict:
+  """The `--config.*` overrides of a mode on a trained run, checked against its groups."""
+  from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if _CONFIG.value is None:
     return {}
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
-  return {k.split('.', 1)[1]: v for k, v in overrides.items() if k.startswith('data.')}
+  allowed = RUN_MODES[mode]
+  for field in overrides:
+    if not field.startswith(allowed):
+      raise UserError(f'--mode={mode} works on the run\'s own model and recipe: '
+                      f'--config.{field} cannot change them (it takes --config.'
+                      f'{"*, --config.".join(allowed)}*)')
+  return overrides
 
 
 def _run(mode: str, workdir: str) -> None:
   # Imported here so that `--help` and flag errors stay fast.
   from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  if mode in ('eval', 'export'):
-    if mode == 'eval':
-      from squeezenet_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
-      evaluate.run(workdir, _data_overrides(), tta=_TTA.value)
-    else:
-      from squeezenet_jax.modes import export  # pylint: disable=g-import-not-at-top
-      export.run(workdir, _data_overrides())
+  fallback = _CHECKPOINT_FALLBACK.value
+  if mode == 'eval':
+    from squeezenet_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
+    evaluate.run(workdir, _run_overrides(mode), tta=_TTA.value, fallback=fallback)
+    return
+  if mode == 'export':
+    from squeezenet_jax.modes import export  # pylint: disable=g-import-not-at-top
+    export.run(workdir, _run_overrides(mode), fallback=fallback)
     return
   if _CONFIG.value is None:
     raise UserError(f'--mode={mode} needs --config=configs/<name>.py')
@@ -67,30 +106,41 @@ def _run(mode: str, workdir: str) -> None:
               allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   else:
     from squeezenet_jax.training import loop  # pylint: disable=g-import-not-at-top
-    try:
-      loop.train_and_evaluate(_CONFIG.value, workdir,
-                              allow_config_change=_ALLOW_CONFIG_CHANGE.value,
-                              checkpoint_fallback=_CHECKPOINT_FALLBACK.value)
-    except loop.Preempted as e:
-      logging.warning('%s', e)
-      sys.exit(e.exit_code)
+    loop.train_and_evaluate(_CONFIG.value, workdir,
+                            allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                            checkpoint_fallback=fallback)
+
+
+def _fail(message: str, code: int) -> None:
+  """One `error:` line, then exit at once: orbax's writer threads may never end, and
+  would print tracebacks of their own at interpreter shutdown."""
+  logging.flush()
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(code)  # pylint: disable=protected-access
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   from squeezenet_jax import runtime  # pylint: disable=g-import-not-at-top
-  from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax.errors import UserError, WriteError  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax.training.preemption import Preempted  # pylint: disable=g-import-not-at-top
   try:
     runtime.setup(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                  process_id=_PROCESS_ID.value)
+                  process_id=_PROCESS_ID.value, verbose=flags.FLAGS['verbosity'].present)
     _run(_MODE.value, _WORKDIR.value)
   except UserError as e:
-    logging.flush()
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e), 2)
+  except Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(e.exit_code)
+  except WriteError as e:
+    _fail(str(e), 1)
+  except OSError as e:  # any other failed write: read-only or full disk
+    _fail(f'could not write {e.filename or "to disk"}: {e.strerror or e}', 1)
 
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+  app.run(main, argv=with_run_config(sys.argv))

@@ -17,7 +17,6 @@ from squeezenet_jax import models
 
 # Bytes per parameter of each storage format.
 BYTES_PER_PARAM = {'float32': 4, 'bfloat16': 2, 'int8': 1}
-_MIB = 2**20
 
 
 def _size(tree) -> int:
@@ -137,13 +136,13 @@ def format_table(summary: dict[str, Any]) -> str:
   title = (f"{arch}: stem={m['stem']} bypass={m['bypass']} "
            f"batch_norm={m['batch_norm']} classes={m['num_classes']} @ "
            f"{summary['image_size']}x{summary['image_size']}")
-  sizes = ' | '.join(f'{fmt} {n / _MIB:,.2f} MiB'
+  sizes = ' | '.join(f'{fmt} {n / 1e6:,.2f} MB'
                      for fmt, n in summary['bytes'].items())
   footer = [
       f"Total params: {summary['total_params']:,} (analytic "
       f"{summary['analytic_params']:,}; of which BN {summary['batch_norm_params']:,})",
       f"BN running statistics: {summary['batch_stats']:,}",
       f"MACs per image: {summary['macs']:,} ({summary['macs'] / 1e6:,.1f} M)",
-      f'Parameter bytes: {sizes}',
+      f'Parameter bytes: {sizes} (MB = 10^6 bytes)',
   ]
   return '\n'.join([title, rule, header, rule, *rows, rule, *footer])

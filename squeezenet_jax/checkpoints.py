@@ -7,6 +7,7 @@ alone. Each step is committed atomically by orbax (written to a temporary direct
 renamed when complete), so an interrupted save never replaces the last good step.
 """
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from squeezenet_jax.errors import UserError
+from squeezenet_jax.errors import WriteError
 
 ITEMS = ('model', 'opt_state', 'progress')
 CORRUPT_DIR = 'corrupt_checkpoints'  # beside checkpoints/: steps that failed to load
@@ -91,7 +93,25 @@ class Checkpointer:
   def save(self, step: int, items: dict[str, Any]) -> None:
     """Saves `items` (a subset of ITEMS; items without arrays are not written)."""
     args = {k: ocp.args.StandardSave(v) for k, v in items.items() if _has_arrays(v)}
-    self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+    with self._writing(f'step {step}'):
+      self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+
+  def wait(self) -> None:
+    """Blocks until the last save is on disk (orbax saves asynchronously)."""
+    with self._writing('the last step'):
+      self._manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _writing(self, what: str):
+    """Turns orbax's many write failures (disk full, read-only) into one WriteError."""
+    try:
+      yield
+    except (UserError, WriteError):
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # OSError, ValueError, ...
+      lines = str(e).strip().splitlines()
+      raise WriteError(f'could not save checkpoint {what} in {self.directory}: '
+                       f'{type(e).__name__}: {lines[0][:300] if lines else ""}') from None
 
   def restore(self, abstract_items: dict[str, Any], step: int | None = None,
               fallback: bool = False) -> tuple[dict[str, Any], int]:
@@ -150,5 +170,5 @@ class Checkpointer:
     return directory_bytes(self.step_dir(step)) if step is not None else 0
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()

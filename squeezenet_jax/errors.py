@@ -3,3 +3,7 @@
 
 class UserError(Exception):
   """Bad input from the user (config, data, workdir): reported without a traceback."""
+
+
+class WriteError(Exception):
+  """A file could not be written (read-only or full disk): one line, exit status 1."""

@@ -49,6 +49,19 @@ class MetricsWriter:
           self._tb.add_scalar(key, value, event['step'])
       self._tb.flush()
 
+  def truncate_after(self, step: int) -> None:
+    """Drops events past `step`: a resumed run redoes those epochs and logs them again."""
+    if not self._enabled or not self._path.exists():
+      return
+    events = read_metrics(self._path)
+    kept = [e for e in events if e.get('step', 0) <= step]
+    if len(kept) < len(events):
+      tmp = self._path.with_name(f'.{self._path.name}.tmp{os.getpid()}')
+      tmp.write_text(''.join(json.dumps(e, sort_keys=True) + '\n' for e in kept))
+      os.replace(tmp, self._path)
+      logging.info('Dropped %d metrics rows past step %d (redone after resuming)',
+                   len(events) - len(kept), step)
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
@@ -58,4 +71,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
   path = Path(path)
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  events = []
+  for line in path.read_text().splitlines():
+    try:
+      events.append(json.loads(line))
+    except json.JSONDecodeError:  # a line cut short by a killed process
+      continue
+  return events

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -122,9 +123,12 @@ def _limits(values: Sequence[float], log: bool, min_span: float = 0.0,
 
 
 def scatter_chart(path: str | Path, series: Sequence[Series], *, title: str, subtitle: str,
-                  xlabel: str, ylabel: str, log_x: bool = True,
+                  xlabel: str, ylabel: str, log_x: bool = True, x_unit: str = '',
                   references: Sequence[Reference] = (), accuracy_axis: bool = True) -> None:
-  """A labelled scatter: the chart of every comparison in this project."""
+  """A labelled scatter: the chart of every comparison in this project.
+
+  x ticks read in decimal units (`x_unit`: 'B' gives 100 kB, 1 MB, ...).
+  """
   fig, ax = plt.subplots(figsize=(7.5, 5))
   texts, xs, ys = [], [], []
   for s in series:
@@ -147,6 +151,7 @@ def scatter_chart(path: str | Path, series: Sequence[Series], *, title: str, sub
       ys.append(ref.y)
   if log_x:
     ax.set_xscale('log')
+  ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: human(v, x_unit)))
   if xs:
     ax.set_xlim(*_limits(xs, log_x))
     ax.set_ylim(*_limits(ys, False, MIN_ACCURACY_SPAN if accuracy_axis else 0.0,
@@ -353,7 +358,7 @@ def sizes_chart(report: dict[str, Any], path: str | Path) -> None:
                             trained.get('epochs'), trained.get('images_seen'),
                             f"scored on {report['eval_split']} "
                             f"({report['eval_images']:,} images)"),
-      xlabel='bytes on disk (log scale; MB = 10^6 bytes)',
+      xlabel='bytes on disk (log scale; MB = 10^6 bytes)', x_unit='B',
       ylabel=f"accuracy on {report['eval_split']} (fraction)", references=references)
 
 

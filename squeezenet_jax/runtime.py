@@ -1,32 +1,62 @@
-"""Process-wide setup: readable logs and JAX's persistent compilation cache."""
+"""Process-wide setup: readable logs, JAX's persistent compilation cache, jax.distributed."""
 
 import logging as std_logging
 import os
+import sys
+import warnings
 
 import jax
 from absl import logging
 
-# Libraries whose INFO lines drown the training log; their warnings still show.
-_QUIET_AT_INFO = ('/orbax/', '/jax/_src/', '/etils/')
+# Where third-party log records come from. By default none show but critical ones: their
+# INFO lines drown the training log, their warnings (orbax on read-only restores, optax
+# on schedules) are nothing a user can act on, and their errors (a failed checkpoint
+# write, logged once per orbax thread) reach the user as this package's one `error:`
+# line. `--verbosity=0` or higher shows everything.
+_THIRD_PARTY = ('/orbax/', '/jax/', '/jaxlib/', '/etils/', '/flax/', '/optax/',
+                '/tensorstore/', '/asyncio/', '/absl/', '/tensorflow', '/ml_collections/')
 
 
 class _QuietLibraries(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return (record.levelno >= std_logging.WARNING
-            or not any(part in record.pathname for part in _QUIET_AT_INFO))
+    return (record.levelno >= std_logging.CRITICAL
+            or not any(part in record.pathname for part in _THIRD_PARTY))
+
+
+def _quiet_unraisable(previous):
+  """Drops TensorStore callbacks' 'Event loop is closed' (orbax's loop ended after a failed
+  write, which is reported once, as the `error:` line); everything else goes through."""
+
+  def hook(info):
+    if info.exc_type is RuntimeError and str(info.exc_value) == 'Event loop is closed':
+      return
+    previous(info)
+
+  return hook
+
+
+def quiet_third_party_logs() -> None:
+  """Only critical records from libraries; their Python warnings are dropped too."""
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
+  for module in ('orbax', 'jax', 'flax', 'optax', 'tensorstore', 'etils', 'absl',
+                 'tensorflow', 'tensorflow_datasets'):
+    warnings.filterwarnings('ignore', module=module)
 
 
 def setup(coordinator_address: str | None = None, num_processes: int | None = None,
-          process_id: int | None = None) -> None:
+          process_id: int | None = None, verbose: bool = False) -> None:
   """Logs, the compilation cache and, when configured, jax.distributed.
 
-  INFO logs come from this package only; compiled programs are cached across runs and
-  resumes. Multi-process runs start when a coordinator is given by flag or by
-  $JAX_COORDINATOR_ADDRESS (with $JAX_NUM_PROCESSES and $JAX_PROCESS_ID).
+  INFO logs come from this package only unless `verbose` (the user gave --verbosity);
+  compiled programs are cached across runs and resumes. Multi-process runs start when
+  a coordinator is given by flag or by $JAX_COORDINATOR_ADDRESS (with
+  $JAX_NUM_PROCESSES and $JAX_PROCESS_ID).
   """
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  if not verbose:
+    logging.set_verbosity(logging.INFO)
+    quiet_third_party_logs()
   cache_root = os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache'))
   jax.config.update('jax_compilation_cache_dir',
                     os.environ.get('JAX_COMPILATION_CACHE_DIR',

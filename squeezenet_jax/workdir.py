@@ -1,11 +1,20 @@
-"""The run's workdir: its config, guarded against being reused by another config.
+"""The run's workdir: one writer at a time, one config, files written whole.
 
 A workdir belongs to one config. Rerunning the same command resumes it; a different
-config is refused (nothing of the earlier run is touched) unless the user says so.
+config is refused (nothing of the earlier run is touched) unless the user says so, or
+unless the earlier run never finished a step (then there is nothing to keep). Whatever
+writes into a workdir (train, eval, export, a sweep) holds its lock: an OS-level
+`flock`, released by the kernel when the process ends, even by kill -9, so a crash
+never leaves a stale lock.
 """
 
+import contextlib
+import datetime
+import fcntl
 import json
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +26,14 @@ CONFIG_FILE = 'config.json'
 RESULTS_FILE = 'results.json'
 METRICS_FILE = 'metrics.jsonl'
 CHECKPOINT_DIR = 'checkpoints'
+LOCK_FILE = '.lock'
 
 # Fields (or `prefix.` groups) that change how a run is observed or exported, not
 # what it trains: a resumed run may change them freely.
 _OBSERVATION_FIELDS = ('eval_every_epochs', 'checkpoint_every_epochs', 'max_to_keep',
                        'eval_batch_size', 'data.cache_dir', 'data.tfds_data_dir',
-                       'data.eval_split', 'eval_tta', 'epoch_loop', 'export.')
+                       'data.eval_split', 'eval_tta', 'epoch_loop', 'profile_epoch',
+                       'export.', 'compress.')
 
 
 def _observation_only(field: str) -> bool:
@@ -37,6 +48,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
   tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
   tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + '\n')
   os.replace(tmp, path)
+
+
+def merge_json(path: str | os.PathLike, updates: dict[str, Any]) -> dict[str, Any]:
+  """Updates the JSON object at `path` with `updates` (keeping its other keys); returns it."""
+  merged = {**(read_json(path) if Path(path).exists() else {}), **updates}
+  write_json(path, merged)
+  return merged
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -64,6 +82,14 @@ def config_diff(old: dict, new: dict) -> list[str]:
                 if not _observation_only(k) and old_flat.get(k) != new_flat.get(k))
 
 
+def has_progress(workdir: str | os.PathLike) -> bool:
+  """Whether a run in `workdir` finished anything worth keeping: a checkpoint or results."""
+  path = Path(workdir)
+  checkpoints = path / CHECKPOINT_DIR
+  saved = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+  return saved or (path / RESULTS_FILE).exists()
+
+
 def check_claim(workdir: str, config: ml_collections.ConfigDict,
                 allow_config_change: bool) -> bool:
   """Whether `workdir` may hold `config`'s run; True when its config.json needs writing.
@@ -74,13 +100,13 @@ def check_claim(workdir: str, config: ml_collections.ConfigDict,
   config_path = path / CONFIG_FILE
   if config_path.exists():
     diff = config_diff(read_json(config_path), json.loads(config.to_json()))
-    if diff and not allow_config_change:
+    if diff and not allow_config_change and has_progress(workdir):
       shown = ', '.join(diff[:5]) + (' ...' if len(diff) > 5 else '')
       raise UserError(
           f'workdir {workdir} holds a run of another config (differs in {shown}); '
           'use a new --workdir, or pass --allow_config_change to continue it anyway')
     return bool(diff)
-  if path.exists() and any(p.name != CONFIG_FILE for p in path.iterdir()):
+  if path.exists() and any(p.name not in (CONFIG_FILE, LOCK_FILE) for p in path.iterdir()):
     raise UserError(f'workdir {workdir} is not empty and holds no {CONFIG_FILE}: '
                     'refusing to write into it; choose another --workdir')
   return True
@@ -90,6 +116,42 @@ def claim(workdir: str, config: ml_collections.ConfigDict, allow_config_change: 
   """Creates the workdir for `config`, or checks that it already holds this config's run."""
   if check_claim(workdir, config, allow_config_change):
     write_json(Path(workdir) / CONFIG_FILE, json.loads(config.to_json()))
+
+
+@contextlib.contextmanager
+def locked(workdir: str | os.PathLike, purpose: str) -> Iterator[None]:
+  """Holds `workdir`'s lock for the block; a second holder gets a UserError at once.
+
+  The lock file names the holder (pid, host, purpose, since), for the refusal message.
+  """
+  path = Path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise UserError(f'cannot write to workdir {workdir}: {e.strerror}') from None
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise UserError(f'workdir {workdir} is in use by {_holder(fd)}; wait for it to '
+                      'end, or use another --workdir') from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({
+        'pid': os.getpid(), 'host': socket.gethostname(), 'purpose': purpose,
+        'since': datetime.datetime.now().isoformat(timespec='seconds')}).encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+  try:
+    info = json.loads(os.pread(fd, 4096, 0) or b'{}')
+    return (f"pid {info['pid']} on {info['host']} ({info['purpose']}, since "
+            f"{info['since']})")
+  except (ValueError, KeyError):
+    return 'another process'
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

@@ -89,7 +89,7 @@ def test_format_table_lists_layers_and_totals():
   s = accounting.summarize(make_config())
   table = accounting.format_table(s)
   assert 'fire9/expand3x3' in table and 'classifier/conv10' in table
-  assert f"{s['total_params']:,}" in table and 'MiB' in table
+  assert f"{s['total_params']:,}" in table and 'MB (MB = 10^6 bytes)' in table and 'MiB' not in table
 
 
 def test_summary_run_writes_interface_keys(tmp_path, capsys):

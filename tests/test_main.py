@@ -26,18 +26,22 @@ def error_line(result) -> str:
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--config.model.name=vgg'], "unknown model.name 'vgg'"),
-    (['--config.model.version=2.0'], "unknown model.version '2.0'"),
+    (['--config.model.name=vgg'], "model.name='vgg' is not allowed: it must be one of squeezenet"),
+    (['--config.model.version=2.0'], "model.version='2.0' is not allowed"),
     (['--config.data.source=folder', '--config.data.path=/nonexistent/cifar.tar.xz'],
      'does not exist'),
     (['--config.data.source=imagenet'], 'data.source'),
     (['--config.batch_size=30'], 'multiple of the device count'),
+    (['--config.num_epochs=-1'], 'num_epochs=-1 is not allowed: it must be an integer >= 1'),
+    (['--config.learning_rate=-1'], 'learning_rate=-1.0 is not allowed'),
+    (['--config.batch_size=0'], 'batch_size=0 is not allowed'),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
   result = run_main(*TINY, f'--workdir={tmp_path / "w"}', *args,
                     env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
   assert result.returncode == 2, result.stderr[-2000:]
   assert message in error_line(result)
+  assert not (tmp_path / 'w' / 'config.json').exists()  # a failed start claims nothing
 
 
 def test_unknown_config_field_is_refused(tmp_path):
@@ -52,11 +56,24 @@ def test_train_then_eval_and_summary_through_main(tmp_path):
   assert run_main(*TINY, f'--workdir={workdir}').returncode == 0
   results = json.loads((tmp_path / 'run' / 'results.json').read_text())
   assert results['params'] == results['analytic_params']
-  eval_result = run_main('--mode=eval', f'--workdir={workdir}', *TINY,
+  # eval and export take --config.data.* / --config.export.* over the run's own config.json.
+  eval_result = run_main('--mode=eval', f'--workdir={workdir}',
                          '--config.data.eval_split=validation')
   assert eval_result.returncode == 0, eval_result.stderr[-2000:]
   results = json.loads((tmp_path / 'run' / 'results.json').read_text())
   assert 'val_accuracy' in results and 'train_seconds' in results
+  # Quiet by default: no third-party warnings (orbax read-only restores, optax schedules).
+  assert not [l for l in eval_result.stderr.splitlines() if not l.startswith('I')], (
+      eval_result.stderr[-2000:])
+  export_result = run_main('--mode=export', f'--workdir={workdir}', '--config.export.bits=4',
+                           '--config.data.eval_split=validation')
+  assert export_result.returncode == 0, export_result.stderr[-2000:]
+  assert json.loads((tmp_path / 'run' / 'sizes.json').read_text())['export']['bits'] == 4
+  refused = run_main('--mode=eval', f'--workdir={workdir}', '--config.model.name=alexnet')
+  assert refused.returncode == 2 and '--config.model.name cannot change' in error_line(refused)
+  missing = run_main('--mode=eval', f'--workdir={tmp_path / "none"}',
+                     '--config.data.eval_split=validation')
+  assert missing.returncode == 2 and 'config.json not found' in error_line(missing)
   # Another config in the same workdir is refused and nothing is touched.
   before = (tmp_path / 'run' / 'results.json').read_text()
   refused = run_main(*TINY, f'--workdir={workdir}', '--config.learning_rate=0.5')

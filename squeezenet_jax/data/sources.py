@@ -22,6 +22,7 @@ from squeezenet_jax.errors import UserError
 SPLITS = archives.SPLITS
 SOURCES = ('tfds', 'folder', 'synthetic')
 _TFDS_BATCH = 10_000  # batch_size=-1 aborts the process when split sizes are unknown
+PROBE_TIMEOUT_SECONDS = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,7 @@ def _tfds_source(data_config) -> Source:
     raise UserError(f'tensorflow-datasets has no dataset {data_config.dataset!r}.') from e
   hint = _offline_hint(data_config)
   if not builder.is_prepared():
+    check_reachable(builder.info.homepage, f'download tfds {data_config.dataset!r}', hint)
     logging.warning('tfds %s is not prepared in %s; downloading it (%s).',
                     data_config.dataset, builder.data_dir, hint)
   try:
@@ -118,7 +120,7 @@ def _tfds_source(data_config) -> Source:
     raise UserError(f'tensorflow-datasets lacks a dependency ({e}); '
                     'pip install -r requirements.txt.') from e
   except Exception as e:  # pylint: disable=broad-except  # network, disk, checksums...
-    cause = str(e).splitlines()[0][:160] if str(e) else ''
+    cause = _first_line(e)
     raise UserError(f'Could not download/prepare tfds {data_config.dataset!r} '
                     f'({type(e).__name__}: {cause}); {hint}.') from e
   info = builder.info
@@ -129,6 +131,25 @@ def _tfds_source(data_config) -> Source:
       splits=tuple(s for s in SPLITS if s in splits),
       class_names=tuple(info.features[info.supervised_keys[1]].names),
       read=lambda split: _tfds_split(builder, split, data_config.image_size))
+
+
+def _first_line(error: Exception, limit: int = 200) -> str:
+  """An exception's first line, cut at a word boundary where it is long."""
+  line = str(error).strip().splitlines()[0] if str(error).strip() else ''
+  return line if len(line) <= limit else line[:limit].rsplit(' ', 1)[0] + ' ...'
+
+
+def check_reachable(url: str, purpose: str, hint: str,
+                    timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+  """One HEAD request (no retries) to the dataset's host, so that a machine without
+  network fails in seconds with what to do, not after minutes of download retries.
+  Any HTTP answer counts as reachable; proxies from the environment are honoured."""
+  import requests  # pylint: disable=g-import-not-at-top  # a tfds dependency
+
+  try:
+    requests.head(url, timeout=timeout, allow_redirects=False)
+  except requests.RequestException as e:
+    raise UserError(f'Cannot reach {url} to {purpose} ({type(e).__name__}); {hint}.') from None
 
 
 def _offline_hint(data_config) -> str:

@@ -2,7 +2,9 @@
 
 The model comes from the run's own config.json; only `data.*` may be overridden, to
 choose what to evaluate on (e.g. a test archive the run never saw). Only the
-checkpoint's `model` item is restored.
+checkpoint's `model` item is restored. Scores are merged into the run's results.json
+(`test_accuracy` for the test split, `val_accuracy` for validation; with TTA also
+`*_tta`), holding the workdir's lock while writing.
 """
 
 from pathlib import Path
@@ -14,16 +16,18 @@ from absl import logging
 from squeezenet_jax import checkpoints
 from squeezenet_jax import config_utils
 from squeezenet_jax import sharding
+from squeezenet_jax import validation
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.data import dataset as dataset_lib
 from squeezenet_jax.training import setup
 
 
-def run_config(workdir: str, data_overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-  """The run's config with the given `data.*` overrides (dotted names below `data`)."""
+def run_config(workdir: str, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The run's own config with command-line overrides (dotted names, e.g. `data.path`)."""
   config = workdir_lib.load_config(workdir)
-  for name, value in data_overrides.items():
-    config_utils.set_field(config, f'data.{name}', value, '--config.data override')
+  for name, value in overrides.items():
+    config_utils.set_field(config, name, value, '--config override')
+  validation.validate(config)
   return config
 
 
@@ -35,14 +39,14 @@ def metric_prefix(split: str) -> str:
 class RestoredRun:
   """A trained run's model (from its checkpoint) and a scorer for one split."""
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, fallback: bool = False):
     self.workdir, self.config = workdir, config
     self.split = dataset_lib.resolve_eval_split(config.data)
     self.checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir),
                                                  read_only=True)
     mesh = sharding.make_mesh()
-    self.graphdef, self.variables, self.step = setup.restore_model(config, self.checkpointer,
-                                                                   mesh)
+    self.graphdef, self.variables, self.step = setup.restore_model(
+        config, self.checkpointer, mesh, fallback=fallback)
     self.scorer = setup.Scorer(config, self.graphdef,
                                setup.load_data(config, (self.split,)), mesh)
 
@@ -66,19 +70,20 @@ class RestoredRun:
             'epochs': epochs}
 
 
-def run(workdir: str, data_overrides: dict[str, Any], tta: bool = False) -> dict[str, Any]:
-  restored = RestoredRun(workdir, run_config(workdir, data_overrides))
-  scores = restored.score(tta=tta)
-  logging.info('step %d on %s (%d images): accuracy %.4f, loss %.4f', restored.step,
-               restored.split, restored.num_images, scores['accuracy'], scores['loss'])
-  # Merged into the run's results.json: training's figures stay, this split's are added.
-  results_path = Path(workdir) / workdir_lib.RESULTS_FILE
-  results = workdir_lib.read_json(results_path) if results_path.exists() else {}
-  prefix = metric_prefix(restored.split)
-  results.update({f'{prefix}_{k}': v for k, v in scores.items()})
-  results[f'{prefix}_images'] = restored.num_images
-  results.update(restored.size_fields())
-  results.update(checkpoint_bytes=restored.checkpointer.step_bytes(),
-                 checkpoint_step=restored.checkpointer.latest_step())
-  workdir_lib.write_json(results_path, results)
-  return results
+def run(workdir: str, overrides: dict[str, Any], tta: bool = False,
+        fallback: bool = False) -> dict[str, Any]:
+  """Scores the run's checkpoint on `data.eval_split`; merges into results.json."""
+  config = run_config(workdir, overrides)
+  with workdir_lib.locked(workdir, 'eval'):
+    restored = RestoredRun(workdir, config, fallback=fallback)
+    prefix = metric_prefix(restored.split)
+    scores = {f'{prefix}_{k}': v for k, v in restored.score().items()}
+    if tta:
+      scores.update({f'{prefix}_{k}_tta': v for k, v in restored.score(tta=True).items()})
+    logging.info('step %d on %s (%d images): %s', restored.step, restored.split,
+                 restored.num_images, ', '.join(f'{k} {v:.4f}' for k, v in scores.items()))
+    # Merged into the run's results.json: training's figures stay, this split's are added.
+    return workdir_lib.merge_json(Path(workdir) / workdir_lib.RESULTS_FILE, {
+        **scores, f'{prefix}_images': restored.num_images,
+        f'{prefix}_checkpoint_step': restored.step, **restored.size_fields(),
+        'checkpoint_bytes': restored.checkpointer.step_bytes(restored.step)})

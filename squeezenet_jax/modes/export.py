@@ -10,9 +10,8 @@ of `--mode=eval`, so the accuracy reported is the accuracy of the bytes reported
 The report goes to sizes.json, sizes.md and sizes.png (see `size_report`).
 
 Settings come from the `export` block of the run's config.json (runs trained before
-it existed get `DEFAULT_SETTINGS`). From the command line only `--config.data.*`
-reaches this mode (choosing the data to score); to change `export.*`, edit
-config.json or call `run(..., export_overrides={...})`.
+it existed get `DEFAULT_SETTINGS`); `--config.export.*` and `--config.data.*` on the
+command line override them for this export (e.g. `--config.export.bits=4`).
 """
 
 import shutil
@@ -29,6 +28,7 @@ from squeezenet_jax import checkpoints
 from squeezenet_jax import quantize
 from squeezenet_jax import reporting
 from squeezenet_jax import sharding
+from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax import size_report
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import evaluate
@@ -44,12 +44,10 @@ DEFAULT_SETTINGS = {'prune_fraction': 0.2, 'bits': 6}
 Tree = dict[str, Any]
 
 
-def export_config(config: ml_collections.ConfigDict,
-                  overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+def export_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The run's `export` block over the defaults, so that older runs still export."""
   merged = ml_collections.ConfigDict(DEFAULT_SETTINGS)
   merged.update(config.get('export', {}))
-  merged.update(overrides or {})
   quantize.check_compression(merged.bits, merged.prune_fraction)
   return merged
 
@@ -127,19 +125,22 @@ def export_format(restored: evaluate.RestoredRun, fmt: str, model: Tree, directo
   return row
 
 
-def run(workdir: str, data_overrides: dict[str, Any],
-        export_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Exports every format, then writes and returns the size report (sizes.json)."""
-  config = evaluate.run_config(workdir, data_overrides)
-  settings = export_config(config, export_overrides)
-  restored = evaluate.RestoredRun(workdir, config)
-  model = to_numpy(restored.variables)
-  rows = [export_format(restored, fmt, model, Path(workdir) / EXPORTS_DIR / fmt, settings)
-          for fmt in FORMATS]
-  report = size_report.build(
-      config, rows, size_fields=restored.size_fields(), checkpointer=restored.checkpointer,
-      raw_item_bytes=size_report.raw_item_bytes(config, restored.variables),
-      eval_split=restored.split, eval_images=restored.num_images, settings=settings,
-      trained=restored.trained())
-  reporting.write_sizes(workdir, report)
+def run(workdir: str, overrides: dict[str, Any], fallback: bool = False) -> dict[str, Any]:
+  """Exports every format, then writes and returns the size report (sizes.json).
+
+  `overrides`: dotted `data.*` and `export.*` fields over the run's config.json.
+  """
+  config = evaluate.run_config(workdir, overrides)
+  settings = export_config(config)
+  with workdir_lib.locked(workdir, 'export'):
+    restored = evaluate.RestoredRun(workdir, config, fallback=fallback)
+    model = to_numpy(restored.variables)
+    rows = [export_format(restored, fmt, model, Path(workdir) / EXPORTS_DIR / fmt, settings)
+            for fmt in FORMATS]
+    report = size_report.build(
+        config, rows, size_fields=restored.size_fields(), checkpointer=restored.checkpointer,
+        raw_item_bytes=size_report.raw_item_bytes(config, restored.variables),
+        eval_split=restored.split, eval_images=restored.num_images, settings=settings,
+        trained=restored.trained())
+    reporting.write_sizes(workdir, report)
   return report

@@ -8,7 +8,8 @@ an interrupted one from its checkpoint; with `--allow_config_change` it continue
 points of another config, e.g. for more epochs. sweep.json, sweep.csv, sweep.md and the
 charts are rewritten after every point trained, so a crash keeps what was finished. A
 point that fails (e.g. diverges) does not stop the others; the sweep then ends with an
-error naming it.
+error naming it. SIGTERM/SIGINT stop the sweep after the current point's checkpoint
+(exit 143/130 from main.py); rerunning it resumes there.
 """
 
 from pathlib import Path
@@ -21,6 +22,7 @@ from squeezenet_jax import accounting
 from squeezenet_jax import reporting
 from squeezenet_jax import sharding
 from squeezenet_jax import sweeps
+from squeezenet_jax import validation
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.training import loop
@@ -30,6 +32,7 @@ from squeezenet_jax.training import optim
 def check_point(point: sweeps.Point, point_dir: Path, allow_config_change: bool = False) -> None:
   """Fails now, before anything trains, on what would fail when the point's turn comes."""
   try:
+    validation.validate(point.config)
     accounting.summarize(point.config)  # builds the model: variants, widths, image size
     optim.make_optimizer(point.config, steps_per_epoch=1)
     mesh = sharding.make_mesh()
@@ -58,29 +61,41 @@ def run(config: ml_collections.ConfigDict, workdir: str, sweep: Sequence[Mapping
   for point in points:
     check_point(point, dirs[point.name], allow_config_change)
   rows, failed = {}, {}
-  for point in points:
-    point_dir = dirs[point.name]
-    skip = is_finished(point, point_dir)
-    if skip:
-      logging.info('Sweep point %d/%d %s: finished, skipped', point.index, len(points),
-                   point.name)
-    else:
-      logging.info('Sweep point %d/%d %s: training in %s', point.index, len(points),
-                   point.name, point_dir)
-      try:
-        loop.train_and_evaluate(point.config, str(point_dir),
-                                allow_config_change=allow_config_change)
-      except UserError as e:  # e.g. diverged: the other points may still be good
-        logging.error('Sweep point %s failed: %s', point.name, e)
-        failed[point.name] = str(e)
-    if point.name not in failed:
-      rows[point.name] = sweeps.row(point, point_dir)
-    if not skip and point is not points[-1]:  # the final report is written below
-      reporting.write_sweep(workdir, sweeps.build_report(points, rows, failed))
-  report = sweeps.build_report(points, rows, failed)
-  reporting.write_sweep(workdir, report)
+  with workdir_lib.locked(workdir, 'sweep'):
+    try:
+      for point in points:
+        trained = _train_point(point, dirs[point.name], len(points), allow_config_change,
+                               failed)
+        if point.name not in failed:
+          rows[point.name] = sweeps.row(point, dirs[point.name])
+        if trained and point is not points[-1]:  # the final report is written below
+          reporting.write_sweep(workdir, sweeps.build_report(points, rows, failed))
+    finally:  # also when preempted: the report keeps every finished point
+      report = sweeps.build_report(points, rows, failed)
+      reporting.write_sweep(workdir, report)
   print(reporting.sweep_markdown(report))
   if failed:
     raise UserError(f'{len(failed)} of {len(points)} sweep points failed: ' + '; '.join(
         f'{name}: {message}' for name, message in failed.items()))
   return report
+
+
+def _train_point(point: sweeps.Point, point_dir: Path, num_points: int,
+                 allow_config_change: bool, failed: dict[str, str]) -> bool:
+  """Trains one point unless finished; returns whether it trained. Failures go to `failed`.
+
+  A preemption (`Preempted`) passes through: the sweep stops after this point's checkpoint.
+  """
+  if is_finished(point, point_dir):
+    logging.info('Sweep point %d/%d %s: finished, skipped', point.index, num_points,
+                 point.name)
+    return False
+  logging.info('Sweep point %d/%d %s: training in %s', point.index, num_points, point.name,
+               point_dir)
+  try:
+    loop.train_and_evaluate(point.config, str(point_dir),
+                            allow_config_change=allow_config_change)
+  except UserError as e:  # e.g. diverged: the other points may still be good
+    logging.error('Sweep point %s failed: %s', point.name, e)
+    failed[point.name] = str(e)
+  return True

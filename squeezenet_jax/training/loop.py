@@ -4,6 +4,9 @@ Speed comes from `setup` and `steps` (the dataset on the device, whole epochs as
 compiled program, metrics left on the device until the epoch ends); this module only
 decides when to evaluate, save, log and stop. Every random draw derives from (seed,
 step) or (seed, epoch) (see `rng`), so a resumed run repeats an uninterrupted one.
+
+A run starts atomically: the config is validated and the data opened before anything
+is written, and the workdir is locked against a second writer for the whole run.
 """
 
 import contextlib
@@ -18,9 +21,12 @@ from absl import logging
 
 from squeezenet_jax import checkpoints
 from squeezenet_jax import metrics as metrics_lib
+from squeezenet_jax import multiprocess
 from squeezenet_jax import sharding
+from squeezenet_jax import validation
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
+from squeezenet_jax.training import progress
 from squeezenet_jax.training import setup
 from squeezenet_jax.training.preemption import Preempted
 from squeezenet_jax.training.preemption import SignalCatcher
@@ -29,66 +35,100 @@ from squeezenet_jax.training.preemption import SignalCatcher
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        allow_config_change: bool = False,
                        checkpoint_fallback: bool = False) -> dict[str, Any]:
-  """Trains (or resumes) the run in `workdir`; returns and writes results.json.
+  """Trains (or resumes) the run in `workdir`; returns results.json's dict.
 
-  Raises `Preempted` after saving a checkpoint when SIGTERM/SIGINT arrives.
+  Raises `Preempted` after saving a checkpoint when SIGTERM/SIGINT arrives (at any
+  process: all processes stop at the same step).
   """
-  if jax.process_index() == 0:
-    workdir_lib.claim(workdir, config, allow_config_change)
+  validation.validate(config)
   trainer = setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
-  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir),
-                                          max_to_keep=config.max_to_keep)
-  if checkpointer.latest_step() is not None:
-    trainer.restore(checkpointer, fallback=checkpoint_fallback)
-    logging.info('Resumed from step %d', trainer.step)
-  writer = metrics_lib.MetricsWriter(f'{workdir}/{workdir_lib.METRICS_FILE}',
-                                     f'{workdir}/tensorboard')
+  with contextlib.ExitStack() as stack:
+    multiprocess.on_process_0(
+        lambda: stack.enter_context(workdir_lib.locked(workdir, 'train')))
+    multiprocess.on_process_0(lambda: workdir_lib.claim(workdir, config, allow_config_change))
+    checkpointer = stack.enter_context(contextlib.closing(checkpoints.Checkpointer(
+        workdir_lib.checkpoint_dir(workdir), max_to_keep=config.max_to_keep)))
+    finished = _finished_results(workdir, checkpointer.latest_step(),
+                                 config.num_epochs * trainer.steps_per_epoch)
+    if finished is not None:
+      return finished
+    if checkpointer.latest_step() is not None:
+      trainer.restore(checkpointer, fallback=checkpoint_fallback)
+      logging.info('Resumed from step %d', trainer.step)
+    writer = stack.enter_context(contextlib.closing(metrics_lib.MetricsWriter(
+        f'{workdir}/{workdir_lib.METRICS_FILE}', f'{workdir}/tensorboard')))
+    writer.truncate_after(trainer.step)
+    val_metrics = _train_epochs(trainer, checkpointer, writer, workdir)
+    checkpointer.wait()
+    results = _results(trainer, checkpointer, workdir, val_metrics)
+    if jax.process_index() == 0:
+      results = workdir_lib.merge_json(f'{workdir}/{workdir_lib.RESULTS_FILE}', results)
+    return results
+
+
+def _train_epochs(trainer: setup.Trainer, checkpointer: checkpoints.Checkpointer,
+                  writer: metrics_lib.MetricsWriter, workdir: str) -> dict[str, float]:
+  """Runs the remaining epochs; returns the last validation scores."""
+  config, steps = trainer.config, trainer.steps_per_epoch
   images, labels = trainer.device_train_data()
-  epoch_fn, compile_seconds = trainer.compile_epoch(images, labels)
-  steps = trainer.steps_per_epoch
+  epoch_fn, _ = trainer.compile_epoch(images, labels)
   logging.info('Compiled the train epoch (%d steps of %d) in %.1fs on %d %s device(s)',
-               steps, config.batch_size, compile_seconds, trainer.mesh.devices.size,
+               steps, config.batch_size, trainer.compile_seconds, trainer.mesh.devices.size,
                jax.devices()[0].platform)
-  val_metrics: dict[str, float] = {}
-  seconds_per_epoch = []
+  val_metrics, seconds = {}, []
   with SignalCatcher() as signals:
     for epoch in range(trainer.step // steps + 1, config.num_epochs + 1):
       start = time.perf_counter()
       with _maybe_profile(config, epoch, workdir):
-        trainer.state, epoch_metrics = epoch_fn(trainer.state, images, labels)
+        trainer.state, epoch_metrics = epoch_fn(
+            trainer.state, images, labels,
+            **progress.epoch_kwargs(epoch_fn, epoch, config.num_epochs, steps,
+                                    config.batch_size))
         epoch_metrics = {k: float(v) for k, v in sharding.to_host(epoch_metrics).items()}
-      seconds_per_epoch.append(time.perf_counter() - start)
+      seconds.append(time.perf_counter() - start)
       _check_finite(epoch, epoch_metrics, checkpointer)
       last = epoch == config.num_epochs
-      if epoch % config.eval_every_epochs == 0 or last:
-        val_metrics = _validate(trainer)
-      images_per_second = steps * config.batch_size / seconds_per_epoch[-1]
+      evaluated = _validate(trainer) if epoch % config.eval_every_epochs == 0 or last else {}
+      val_metrics = evaluated or val_metrics
+      images_per_second = steps * config.batch_size / seconds[-1]
       writer.write(step=trainer.step, epoch=epoch,
                    learning_rate=float(trainer.optimizer.schedule(trainer.step - 1)),
-                   epoch_seconds=seconds_per_epoch[-1], images_per_second=images_per_second,
-                   **epoch_metrics, **val_metrics)
-      _log_epoch(config, epoch, trainer.step, {**epoch_metrics, **val_metrics},
-                 images_per_second,
-                 np.mean(seconds_per_epoch) * (config.num_epochs - epoch))
-      if epoch % config.checkpoint_every_epochs == 0 or last or signals.signum:
+                   epoch_seconds=seconds[-1], images_per_second=images_per_second,
+                   **epoch_metrics, **evaluated)
+      progress.log_epoch(config, epoch, trainer.step, {**epoch_metrics, **evaluated},
+                         images_per_second, np.mean(seconds) * (config.num_epochs - epoch))
+      stop = multiprocess.agreed_signal(signals.signum)
+      if epoch % config.checkpoint_every_epochs == 0 or last or stop:
         checkpointer.save(trainer.step, trainer.state.to_items())
-      if signals.signum and not last:
-        checkpointer.close()
-        writer.close()
-        raise Preempted(signals.signum, trainer.step)
-  if not val_metrics:  # nothing left to train: score the restored state
-    val_metrics = _validate(trainer)
-  checkpointer.close()
-  writer.close()
-  results = _results(trainer, checkpointer, workdir, compile_seconds, val_metrics)
-  if jax.process_index() == 0:
-    workdir_lib.write_json(f'{workdir}/{workdir_lib.RESULTS_FILE}', results)
+      if stop and not last:
+        raise Preempted(stop, trainer.step)
+  return val_metrics
+
+
+def _finished_results(workdir: str, step: int | None,
+                      total_steps: int) -> dict[str, Any] | None:
+  """A finished run's results.json, if this rerun has nothing to do (no compile, no write)."""
+  path = f'{workdir}/{workdir_lib.RESULTS_FILE}'
+  if step is None or step < total_steps:
+    return None
+  try:
+    results = workdir_lib.read_json(path)
+  except (OSError, UserError):
+    return None  # no results yet: the last checkpoint was saved, results were not
+  if results.get('steps') != step:
+    return None
+  logging.info('The run in %s is finished at step %d (%s epochs); results: %s', workdir,
+               step, results.get('epochs'), path)
   return results
 
 
 def _validate(trainer: setup.Trainer) -> dict[str, float]:
-  scores = trainer.score('validation', tta=trainer.config.eval_tta)
-  return {f'val_{k}': v for k, v in scores.items()}
+  """val_* scores; with `eval_tta`, also val_*_tta on mirrored-and-averaged logits."""
+  scores = {f'val_{k}': v for k, v in trainer.score('validation').items()}
+  if trainer.config.eval_tta:
+    scores.update({f'val_{k}_tta': v
+                   for k, v in trainer.score('validation', tta=True).items()})
+  return scores
 
 
 def _check_finite(epoch: int, epoch_metrics: dict[str, float],
@@ -110,21 +150,6 @@ def _maybe_profile(config: ml_collections.ConfigDict, epoch: int, workdir: str):
   logging.info('Wrote a profile of epoch %d to %s/profile', epoch, workdir)
 
 
-def _format_seconds(seconds: float) -> str:
-  minutes, seconds = divmod(int(round(seconds)), 60)
-  hours, minutes = divmod(minutes, 60)
-  return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
-
-
-def _log_epoch(config, epoch: int, step: int, metrics: dict[str, float],
-               images_per_second: float, eta_seconds: float) -> None:
-  val = f'  val_acc {metrics["val_accuracy"]:.4f}' if 'val_accuracy' in metrics else ''
-  logging.info('epoch %d/%d  step %d  loss %.4f  train_acc %.4f%s  %.0f img/s  eta %s',
-               epoch, config.num_epochs, step, metrics['train_loss'],
-               metrics['train_accuracy'], val, images_per_second,
-               _format_seconds(eta_seconds))
-
-
 def _epoch_seconds_so_far(metrics_path) -> float:
   """Training seconds of the epochs already run (last record per epoch, for resumed runs)."""
   per_epoch = {}
@@ -135,14 +160,14 @@ def _epoch_seconds_so_far(metrics_path) -> float:
 
 
 def _results(trainer: setup.Trainer, checkpointer: checkpoints.Checkpointer, workdir: str,
-             compile_seconds: float, val_metrics: dict[str, float]) -> dict[str, Any]:
+             val_metrics: dict[str, float]) -> dict[str, Any]:
   config = trainer.config
   train_seconds = _epoch_seconds_so_far(f'{workdir}/{workdir_lib.METRICS_FILE}')
   return {
       **setup.size_fields(config, trainer.graphdef, trainer.model_vars),
-      **val_metrics,
+      **(val_metrics or _validate(trainer)),
       'train_seconds': train_seconds,
-      'compile_seconds': compile_seconds,
+      'compile_seconds': trainer.compile_seconds,
       'images_per_second': (trainer.step * config.batch_size / train_seconds
                             if train_seconds else 0.0),
       'checkpoint_bytes': checkpointer.step_bytes(),

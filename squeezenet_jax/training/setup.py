@@ -143,6 +143,7 @@ class Trainer:
     self.state = sharding.put(state, replicated)
     self.scorer = Scorer(config, self.graphdef, dataset, self.mesh)
     self._train_step = steps_lib.make_train_step(self.graphdef, self.optimizer.tx, config)
+    self.compile_seconds = 0.0  # set by compile_epoch
 
   @property
   def step(self) -> int:
@@ -179,7 +180,8 @@ class Trainer:
                      donate_argnums=0, out_shardings=(self.state_sharding, replicated)
                      ).lower(self.state, images, labels, first).compile()
       epoch = steps_lib.SteppedEpoch(step, batches, steps, batch_size)
-    return epoch, time.perf_counter() - start
+    self.compile_seconds = time.perf_counter() - start
+    return epoch, self.compile_seconds
 
   def restore(self, checkpointer: checkpoints.Checkpointer, step: int | None = None,
               fallback: bool = False) -> int:

@@ -167,7 +167,7 @@ class SteppedEpoch:
 
   Same batches, keys and math as the scanned epoch; the loop only dispatches work
   (indices and metrics stay on the device), so nothing waits for the host per step.
-  `on_step(i)` is called after dispatching step i, e.g. for a progress line.
+  `on_step(i, state)` is called after dispatching step i, e.g. for a progress line.
   """
 
   def __init__(self, step, batches, steps: int, batch_size: int):
@@ -175,14 +175,14 @@ class SteppedEpoch:
     self._steps, self._batch_size = steps, batch_size
 
   def __call__(self, state: TrainState, images: jax.Array, labels: jax.Array,
-               on_step: Callable[[int], None] | None = None):
+               on_step: Callable[[int, TrainState], None] | None = None):
     batches = self._batches(state.rng, state.step // self._steps)
     per_step = []
     for i in range(self._steps):
       state, metrics = self._step(state, images, labels, batches[i])
       per_step.append(metrics)
       if on_step is not None:
-        on_step(i + 1)
+        on_step(i + 1, state)
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_step)
     return state, epoch_summary(stacked, self._steps * self._batch_size)
 

@@ -4,6 +4,7 @@ import io
 import os
 import pathlib
 import tarfile
+import time
 
 from configs import default
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 import pytest
 
 from squeezenet_jax.data import archives
+from squeezenet_jax.data import sources
 from squeezenet_jax.data import dataset as input_pipeline
 from squeezenet_jax.errors import UserError
 
@@ -263,8 +265,9 @@ def test_synthetic_is_deterministic_and_learnable(tmp_path):
 # Source 'tfds'.
 
 
-def test_tfds_with_mock_data(tmp_path):
+def test_tfds_with_mock_data(tmp_path, monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
+  monkeypatch.setattr(sources, 'check_reachable', lambda *args: None)  # no network here
   config = _data_config(tmp_path, source='tfds', val_size=5, tfds_data_dir=str(tmp_path))
 
   with tfds.testing.mock_data(num_examples=20):
@@ -294,6 +297,21 @@ def test_tfds_offline_names_the_offline_options(tmp_path, monkeypatch):
   assert '\n' not in message
   assert '--config.data.source=folder --config.data.path=' in message
   assert 'data.tfds_data_dir' in message
+
+
+def test_tfds_offline_fails_within_seconds(tmp_path, monkeypatch):
+  pytest.importorskip('tensorflow_datasets')
+  # Every request goes to a local address that refuses connections: no network.
+  for name in ('HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'):
+    monkeypatch.setenv(name, 'http://127.0.0.1:9')
+  for name in ('NO_PROXY', 'no_proxy'):
+    monkeypatch.delenv(name, raising=False)
+  config = _data_config(tmp_path, source='tfds', tfds_data_dir=str(tmp_path / 'tfds'))
+  start = time.monotonic()
+  with pytest.raises(UserError, match='Cannot reach https://www.cs.toronto.edu') as error:
+    input_pipeline.load_dataset(config)
+  assert time.monotonic() - start < 30
+  assert '--config.data.source=folder' in str(error.value) and '\n' not in str(error.value)
 
 
 def test_tfds_unknown_dataset(tmp_path):

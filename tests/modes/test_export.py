@@ -26,7 +26,7 @@ def run(tmp_path_factory):
   """A tiny trained run (two kept steps), exported on its validation split."""
   workdir = tmp_path_factory.mktemp('run')
   results = loop.train_and_evaluate(tiny_config(num_epochs=2), str(workdir))
-  report = export.run(str(workdir), {'eval_split': 'validation'})
+  report = export.run(str(workdir), {'data.eval_split': 'validation'})
   return workdir, results, report
 
 
@@ -136,7 +136,8 @@ def test_runs_without_an_export_block_use_the_defaults():
   del config['export']
   settings = export.export_config(config)
   assert settings.to_dict() == default.get_config().export.to_dict() == export.DEFAULT_SETTINGS
-  assert export.export_config(config, {'bits': 4}).bits == 4
+  config.export = ml_collections.ConfigDict({'bits': 4})  # a partial block: the rest defaults
+  assert export.export_config(config).to_dict() == {**export.DEFAULT_SETTINGS, 'bits': 4}
 
 
 def test_raw_bytes_count_the_arrays_in_memory():

@@ -86,7 +86,7 @@ def test_rerun_resumes_at_the_right_step_with_the_same_state(tmp_path):
 
 def test_eval_mode_scores_the_checkpoint(tmp_path):
   trained = loop.train_and_evaluate(tiny_config(num_epochs=2), str(tmp_path))
-  results = evaluate.run(str(tmp_path), {'eval_split': 'validation'})
+  results = evaluate.run(str(tmp_path), {'data.eval_split': 'validation'})
   assert results['val_accuracy'] == pytest.approx(trained['val_accuracy'])
   results = evaluate.run(str(tmp_path), {})  # synthetic has a test split: the default
   assert 0.0 <= results['test_accuracy'] <= 1.0
@@ -95,8 +95,8 @@ def test_eval_mode_scores_the_checkpoint(tmp_path):
 @pytest.mark.parametrize('overrides, message', [
     ({'batch_size': 30}, 'multiple of the device count'),
     ({'batch_size': 4096}, 'exceeds'),
-    ({'optimizer': 'rmsprop'}, 'unknown optimizer'),
-    ({'dtype': 'float16'}, 'unknown dtype'),
+    ({'optimizer': 'rmsprop'}, "optimizer='rmsprop' is not allowed: it must be one of sgd, adamw"),
+    ({'dtype': 'float16'}, "dtype='float16' is not allowed"),
 ])
 def test_bad_config_is_a_user_error(tmp_path, overrides, message):
   with pytest.raises(UserError, match=message):

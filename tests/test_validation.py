@@ -1,0 +1,53 @@
+"""Every config field is checked against its allowed values before anything runs."""
+
+import pytest
+
+from conftest import tiny_config
+from configs import default
+from squeezenet_jax import config_utils
+from squeezenet_jax import validation
+from squeezenet_jax.errors import UserError
+
+
+@pytest.mark.parametrize('field, value, allowed', [
+    ('num_epochs', -1, 'an integer >= 1'),
+    ('num_epochs', 0, 'an integer >= 1'),
+    ('learning_rate', -1.0, 'a number > 0'),
+    ('learning_rate', float('nan'), 'a number > 0'),
+    ('batch_size', 0, 'an integer >= 1'),
+    ('eval_batch_size', -8, 'an integer >= 1'),
+    ('label_smoothing', 1.0, 'a number in [0, 1)'),
+    ('model.dropout', 1.0, 'a number in [0, 1)'),
+    ('warmup_epochs', -0.5, 'a number >= 0'),
+    ('weight_decay', -1e-4, 'a number >= 0'),
+    ('eval_every_epochs', 0, 'an integer >= 1'),
+    ('checkpoint_every_epochs', 0, 'an integer >= 1'),
+    ('max_to_keep', 0, 'an integer >= 1'),
+    ('momentum', 1.5, 'a number in [0, 1)'),
+    ('data.limit', -1, 'an integer >= 0'),
+    ('data.std', (1.0, 0.0, 1.0), '3 positive numbers'),
+    ('model.bypass', 'weird', 'one of none, simple, complex'),
+    ('export.bits', 9, 'an integer from 1 to 8'),
+])
+def test_a_field_out_of_range_names_field_value_and_range(field, value, allowed):
+  config = tiny_config()
+  config_utils.set_field(config, field, value)
+  with pytest.raises(UserError) as error:
+    validation.validate(config)
+  message = str(error.value)
+  assert f'{field}={value!r}' in message and allowed in message and '\n' not in message
+
+
+def test_warmup_longer_than_the_run_is_refused():
+  config = tiny_config(num_epochs=2, warmup_epochs=3.0)
+  with pytest.raises(UserError, match='warmup_epochs=3.0 .* at most num_epochs=2'):
+    validation.validate(config)
+
+
+def test_shipped_configs_are_valid():
+  validation.validate(default.get_config())
+  validation.validate(tiny_config())
+
+
+def test_every_rule_names_a_real_field():
+  assert set(validation.RULES) <= set(config_utils.field_names(default.get_config()))

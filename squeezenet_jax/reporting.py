@@ -151,7 +151,10 @@ def scatter_chart(path: str | Path, series: Sequence[Series], *, title: str, sub
       ys.append(ref.y)
   if log_x:
     ax.set_xscale('log')
-  ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: human(v, x_unit)))
+  ticks = matplotlib.ticker.FuncFormatter(lambda v, _: human(v, x_unit))
+  ax.xaxis.set_major_formatter(ticks)
+  ax.xaxis.set_minor_formatter(ticks)  # a narrow log range may hold no major tick
+  ax.tick_params(axis='x', which='minor', labelsize=7)
   if xs:
     ax.set_xlim(*_limits(xs, log_x))
     ax.set_ylim(*_limits(ys, False, MIN_ACCURACY_SPAN if accuracy_axis else 0.0,

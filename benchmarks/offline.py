@@ -68,25 +68,30 @@ def missing_modules() -> list[str]:
 def ensure(wheels_dir: Path, site: Path, log: Callable[[str], None] = print) -> list[str]:
   """Installs the folder's wheels that are missing into SITE; returns the files installed.
 
-  Raises RuntimeError naming what is still missing afterwards, or when pip fails.
+  One pip call per wheel, so that one that does not fit this Python (say a cp312 wheel
+  under 3.11) is logged and skipped; RuntimeError if a required module is still missing.
   """
   if Path(site).is_dir():  # installed by an earlier run
     use_site(site)
   wheels = missing_wheels(wheels_dir) if Path(wheels_dir).is_dir() else []
-  if wheels:
-    log(f'installing {len(wheels)} wheel(s) from {wheels_dir} into {site}: '
-        + ', '.join(p.name for p in wheels))
+  installed, errors = [], []
+  for wheel in wheels:
     command = [sys.executable, '-m', 'pip', 'install', '--quiet', '--no-index', '--no-deps',
                '--no-compile', '--disable-pip-version-check', '--upgrade',
-               '--find-links', str(wheels_dir), '--target', str(site), *map(str, wheels)]
+               '--find-links', str(wheels_dir), '--target', str(site), str(wheel)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
-      raise RuntimeError(f'pip install from {wheels_dir} failed:\n{done.stderr.strip()}')
+      errors.append(f'{wheel.name}: {done.stderr.strip().splitlines()[-1:]}')
+      log(f'could not install {wheel.name}: {done.stderr.strip()}')
+    else:
+      installed.append(wheel.name)
+      log(f'installed {wheel.name} into {site}')
+  if installed:
     use_site(site)
   missing = missing_modules()
   if missing:
     raise RuntimeError(
         f'cannot import {", ".join(missing)}: install the requirements, or on a machine '
         f'without a package index run benchmarks/prepare_offline.sh where pip works and '
-        f'carry its folder (looked in {wheels_dir})')
-  return [p.name for p in wheels]
+        f'carry its folder (looked in {wheels_dir})' + ''.join(f'; {e}' for e in errors))
+  return installed

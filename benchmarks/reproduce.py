@@ -37,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -62,11 +63,18 @@ SWEEP_CONFIGS = {'sweep_versions': 'configs/sweeps/versions.py',
                  'sweep_bypass': 'configs/sweeps/bypass.py'}
 STEPS = ('speed', 'squeezenet', 'alexnet', 'seeds', *SWEEP_CONFIGS)
 # The speed step measures the default model in bfloat16 (the GPU's fast path); the
-# sweeps' configs default to float32, and run in bfloat16 too, as every other step.
+# sweeps' configs default to float32, and run in bfloat16 too, as every other step,
+# checkpointing every 5 epochs rather than every one (AlexNet's are 270 MB each).
 SPEED_OVERRIDES = {'dtype': 'bfloat16'}
-SWEEP_OVERRIDES = {'dtype': 'bfloat16'}
+SWEEP_OVERRIDES = {'dtype': 'bfloat16', 'checkpoint_every_epochs': 5}
 EXTRA_SEEDS = 2
 SUMMARY_FILE = 'summary.md'
+# Estimates: a model with r times the MACs of a measured one trains r**MACS_EXPONENT
+# times slower (big convolutions and dense layers use a GPU better than SqueezeNet's
+# small ones; a guess until that model's own rate is measured); measured allowances
+# get MEASURED_MARGIN on top.
+MACS_EXPONENT = 0.5
+MEASURED_MARGIN = 1.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +95,8 @@ class Scale:
 
 
 FULL = Scale(name='full', overrides={}, speed_args=(), speed_allowance=300.0,
-             process_allowance=30.0, compile_floor=20.0, compile_factor=2.0,
-             validation_share=0.15, export_seconds_per_param=3e-6, grace=20.0,
+             process_allowance=30.0, compile_floor=20.0, compile_factor=1.5,
+             validation_share=0.15, export_seconds_per_param=2.5e-6, grace=20.0,
              alexnet_export=True)
 # Tiny widths, one epoch of 3 steps; float32, since bfloat16 is emulated (slow) on CPU.
 # AlexNet's export is left out: its 36M weights take minutes of k-means and lzma on CPU,
@@ -99,10 +107,14 @@ SMOKE = Scale(
                'model.base_e': 16, 'model.incr_e': 16, 'model.squeeze_ratio': 0.5,
                'dtype': 'float32'},
     speed_args=('--repeats=1', '--torch_compile=none'), speed_allowance=120.0,
-    process_allowance=20.0, compile_floor=5.0, compile_factor=2.0, validation_share=0.5,
-    export_seconds_per_param=3e-6, grace=10.0, alexnet_export=False)
+    process_allowance=20.0, compile_floor=5.0, compile_factor=1.5, validation_share=0.5,
+    export_seconds_per_param=2.5e-6, grace=10.0, alexnet_export=False)
 SMOKE_IMAGES_PER_CLASS = 8  # 80 images: 32 for validation, 48 to train (3 steps of 16)
 SMOKE_VAL_SIZE = 32
+
+
+class BadInput(Exception):
+  """A bad flag or a missing input: one `error:` line, exit status 2."""
 
 
 class StepFailed(Exception):
@@ -166,11 +178,17 @@ def smoke_archive(source: Path, target: Path, per_class: int) -> Path:
 # Running commands against the budget.
 
 
+def _children_cpu_seconds() -> float:
+  """User + system CPU of this process's finished children (and their waited-for ones)."""
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
+
+
 class Runner:
   """The run's directories, data, budget, and the subprocess currently running."""
 
-  def __init__(self, out: Path, scale: Scale, budget: float, data: dict[str, Any],
-               env: dict[str, str], log: Callable[[str], None]):
+  def __init__(self, out: Path, scale: Scale, start: float, budget: float,
+               data: dict[str, Any], env: dict[str, str], log: Callable[[str], None]):
     self.out = out
     self.work = out / 'work'
     self.logs = out / 'logs'
@@ -178,8 +196,8 @@ class Runner:
     self.data = data
     self.env = env
     self.log = log
-    self.start = time.monotonic()
-    self.deadline = self.start + budget
+    self.start = start  # time.monotonic() when the run began
+    self.deadline = start + budget
     self.child: subprocess.Popen | None = None
     self.stop_signal: int | None = None
 
@@ -200,16 +218,20 @@ class Runner:
     if self.child is not None and self.child.poll() is None:
       self.child.send_signal(signal.SIGTERM)
 
-  def run(self, step: str, argv: list[str], env: dict[str, str] | None = None) -> dict:
+  def run(self, step: str, argv: list[str]) -> dict:
     """Runs one command into logs/<step>.log; SIGTERM at the budget's end, then SIGKILL."""
+    if self.stop_signal is not None:
+      raise Stopped(f'stopped by signal {self.stop_signal} before: {shown(argv)}')
+    if self.remaining() <= 0:
+      raise OutOfBudget(f'no budget left to start: {shown(argv)}')
     self.logs.mkdir(parents=True, exist_ok=True)
     self.log(f'  $ {shown(argv)}')
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), _children_cpu_seconds()
     with (self.logs / f'{step}.log').open('a') as log_file:
       log_file.write(f'\n[{_now()}] $ {shown(argv)}\n')
       log_file.flush()
-      self.child = subprocess.Popen(argv, cwd=REPO, env={**self.env, **(env or {})},
-                                    stdout=log_file, stderr=subprocess.STDOUT)
+      self.child = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=log_file,
+                                    stderr=subprocess.STDOUT)
       terminated = False
       try:
         while True:
@@ -229,9 +251,10 @@ class Runner:
           self.child.kill()
           self.child.wait()
         self.child = None
-    wall = time.monotonic() - start
-    self.log(f'    exit {rc} after {wall:.1f} s')
-    record = {'command': shown(argv), 'returncode': rc, 'wall_seconds': round(wall, 2)}
+    wall, cpu = time.monotonic() - start, _children_cpu_seconds() - cpu_start
+    self.log(f'    exit {rc} after {wall:.1f} s ({cpu:.1f} s of CPU)')
+    record = {'command': shown(argv), 'returncode': rc, 'wall_seconds': round(wall, 2),
+              'cpu_seconds': round(cpu, 2)}
     if self.stop_signal is not None:
       raise Stopped(f'stopped by signal {self.stop_signal} during: {shown(argv)}')
     if terminated and rc:
@@ -257,8 +280,8 @@ class Steps:
     self.r = runner
     self.plan = plan
 
-  def _main(self, record, step: str, *args: str, env=None) -> dict[str, Any]:
-    command = self.r.run(step, [sys.executable, 'main.py', *args], env=env)
+  def _main(self, record, step: str, *args: str) -> dict[str, Any]:
+    command = self.r.run(step, [sys.executable, 'main.py', *args])
     record['commands'].append(command)
     return command
 
@@ -419,16 +442,19 @@ class Plan:
 class Estimator:
   """Seconds a step should take, from what this run (or an earlier one) measured.
 
-  - training: process allowance + compile allowance + epochs x images per epoch / rate,
-    plus `validation_share` of that for periodic validation. The rate is the measured
-    images/s of the nearest model in MACs (the speed step's, or a finished training's),
-    scaled down by the MACs ratio for a bigger model and never up for a smaller one.
-  - compile allowance: max(compile_floor, compile_factor x the speed step's JAX compile).
-  - process allowance (start, data from the cache, evaluations, checkpoints): the largest
-    measured so far (a training's wall less its train and compile seconds, an eval's
-    wall), else `process_allowance`.
-  - eval: one process allowance; export: one plus `export_seconds_per_param` x params.
-  Nothing can be estimated before the speed step has measured a rate.
+  - a training: process allowance + compile allowance + epochs x images per epoch /
+    rate, plus `validation_share` of that for periodic validation. The rate is the
+    measured train images/s of the nearest model in MACs (the speed step's, or a
+    finished training's), divided by (MACs ratio)**MACS_EXPONENT for a bigger model and
+    never raised for a smaller one.
+  - compile allowance: max(compile_floor, compile_factor x the longest compile measured:
+    the speed step's cold JAX compile, or a training's).
+  - process allowance (start, data from the cache, evaluations, checkpoints):
+    MEASURED_MARGIN x the largest measured so far (a training's wall less its train
+    and compile seconds, an evaluation's wall), until then `process_allowance`.
+  - an evaluation: one process allowance; an export: one plus
+    `export_seconds_per_param` x parameters.
+  Nothing after the speed step can be estimated before it has measured a rate.
   """
 
   def __init__(self, scale: Scale, records: dict[str, dict], plan: Plan):
@@ -436,33 +462,36 @@ class Estimator:
     self.plan = plan
     speed = records.get('speed', {})
     self.speed = speed.get('results') if speed.get('status') == 'done' else None
-    self.rates, overheads = [], []
+    self.rates, overheads, compiles = [], [], []
     if self.speed:
       self.rates.append((self.speed['macs_per_image'],
                          self.speed['jax']['train_images_per_second']))
+      compiles.append(self.speed['jax']['compile_seconds'])
     for record in records.values():
       if record.get('status') != 'done':
         continue
       for command in record.get('commands', []):
         if command.get('kind') == 'train':
-          overheads.append(command['wall_seconds'] - (command.get('train_seconds') or 0)
-                           - (command.get('compile_seconds') or 0))
+          compiles.append(command.get('compile_seconds') or 0.0)
+          overheads.append(command['wall_seconds'] - (command.get('train_seconds') or 0.0)
+                           - (command.get('compile_seconds') or 0.0))
         elif command.get('kind') == 'eval':
           overheads.append(command['wall_seconds'])
       for run in _runs(record):
         if run.get('macs') and run.get('images_per_second'):
           self.rates.append((run['macs'], run['images_per_second']))
-    self.overhead = max([scale.process_allowance, *overheads]) if overheads else (
-        scale.process_allowance)
+    self.overhead = (MEASURED_MARGIN * max(overheads) if overheads
+                     else scale.process_allowance)
+    self.compile = max([scale.compile_floor, *(scale.compile_factor * c for c in compiles)])
+
+  def rate(self, macs: float) -> float:
+    macs0, rate0 = min(self.rates, key=lambda mr: abs(math.log(mr[0] / macs)))
+    return rate0 * min(1.0, macs0 / macs) ** MACS_EXPONENT
 
   def training(self, entry: dict[str, Any]) -> float:
-    macs0, rate0 = min(self.rates, key=lambda mr: abs(math.log(mr[0] / entry['macs'])))
-    rate = rate0 * min(1.0, macs0 / entry['macs'])
-    images = self.speed['data']['train_images']
-    compute = entry['num_epochs'] * images / rate * (1 + self.scale.validation_share)
-    compile_allowance = max(self.scale.compile_floor,
-                            self.scale.compile_factor * self.speed['jax']['compile_seconds'])
-    return self.overhead + compile_allowance + compute
+    images = entry['num_epochs'] * self.speed['data']['train_images']
+    compute = images / self.rate(entry['macs']) * (1 + self.scale.validation_share)
+    return self.overhead + self.compile + compute
 
   def export(self, entry: dict[str, Any]) -> float:
     return self.overhead + entry['params'] * self.scale.export_seconds_per_param
@@ -549,8 +578,8 @@ def run_plan(runner: Runner, force: bool) -> dict[str, dict]:
   records = load_records(runner.out)
   other = sorted({r.get('scale') for r in records.values()} - {runner.scale.name})
   if other:
-    raise SystemExit(f'error: {runner.out} holds a {other[0]} run; give this '
-                     f'{runner.scale.name} run another --out')
+    raise BadInput(f'{runner.out} holds a {other[0]} run; give this {runner.scale.name} '
+                   'run another --out')
   for step in STEPS:
     previous = records.get(step, {})
     if previous.get('status') == 'done' and not force:
@@ -566,12 +595,14 @@ def run_plan(runner: Runner, force: bool) -> dict[str, dict]:
     record['estimate_seconds'] = None if estimate is None else round(estimate, 1)
     record['seconds_left'] = round(left, 1)
     if estimate is None or estimate > left:
-      record['status'] = 'skipped'
-      record['reason'] = (
-          f'estimated {estimate:.0f} s, {max(0.0, left):.0f} s of the budget left'
-          if estimate is not None else 'nothing measured to estimate it from: the speed '
-          'step is not done' if 'planning_error' not in record else 'planning failed')
-      runner.log(f'step {step}: skipped: {record["reason"]}')
+      if 'planning_error' in record:
+        reason = 'planning failed (see planning_error)'
+      elif estimate is None:
+        reason = 'nothing measured to estimate it from: the speed step is not done'
+      else:
+        reason = f'estimated {estimate:.0f} s, {max(0.0, left):.0f} s of the budget left'
+      record.update(status='skipped', reason=reason)
+      runner.log(f'step {step}: skipped: {reason}')
     else:
       runner.log(f'step {step}: running (estimated {estimate:.0f} s, {left:.0f} s left)')
       start = time.monotonic()
@@ -618,13 +649,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument('--wheels', default=None,
                       help='Wheels to install offline when an import is missing '
                            f'(default: {DEFAULT_WHEELS}/ in the repository).')
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  args.argv = argv
+  return args
 
 
 def _data_overrides(args, scale: Scale, wheels: Path, work: Path) -> dict[str, Any]:
   archive = Path(args.data).absolute() if args.data else default_archive(wheels)
   if args.data and not archive.is_file():
-    raise SystemExit(f'error: --data={args.data} does not exist')
+    raise BadInput(f'--data={args.data} does not exist')
   if scale is SMOKE:
     if archive is None:
       return {'data.source': 'synthetic',
@@ -635,35 +668,40 @@ def _data_overrides(args, scale: Scale, wheels: Path, work: Path) -> dict[str, A
     return {'data.source': 'folder', 'data.path': str(archive),
             'data.cache_dir': str(work / 'cache'), 'data.val_size': SMOKE_VAL_SIZE}
   if archive is None:
-    raise SystemExit(f'error: no CIFAR-10 archive: pass --data, or put {ARCHIVE} in '
-                     f'{wheels} (benchmarks/prepare_offline.sh) or ../shared/data/')
+    raise BadInput(f'no CIFAR-10 archive: pass --data, or put {ARCHIVE} in {wheels} '
+                   '(benchmarks/prepare_offline.sh) or in ../shared/data/')
   return {'data.source': 'folder', 'data.path': str(archive),
           'data.cache_dir': str(work / 'cache')}
 
 
 def main(argv: list[str]) -> int:
+  start = time.monotonic()
   args = parse_args(argv)
   out = Path(args.out).absolute()
   out.mkdir(parents=True, exist_ok=True)
-  work = out / 'work'
-  scale = SMOKE if args.smoke else FULL
-  log = lambda line: print(f'reproduce: {line}', flush=True)
   wheels = Path(args.wheels).absolute() if args.wheels else REPO / DEFAULT_WHEELS
+  log = lambda line: print(f'reproduce: {line}', flush=True)
   try:
-    installed = offline.ensure(wheels, work / 'site', log)
-  except RuntimeError as e:
+    installed = offline.ensure(wheels, out / 'work' / 'site', log)  # before the package
+    return run(args, out, start, installed, wheels, log)
+  except (RuntimeError, BadInput) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  if installed:
-    log(f'installed offline: {", ".join(installed)}')
-  # JAX's persistent compilation cache beside the run (the machine's home may be small):
-  # later processes of the same program (evals, seeds, resumes) load it instead of
-  # compiling; benchmarks.benchmark turns it off for its cold compile times.
+
+
+def run(args: argparse.Namespace, out: Path, start: float, installed: list[str],
+        wheels: Path, log: Callable[[str], None]) -> int:
+  """The plan, then summary.md; the exit status (128 + N when stopped by signal N)."""
+  scale = SMOKE if args.smoke else FULL
+  work = out / 'work'
+  # JAX's persistent compilation cache beside the run (the machine's home may be
+  # small): later processes of a program (evaluations, seeds, resumes) load it instead
+  # of compiling; benchmarks.benchmark turns it off for its cold compile times.
   env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': str(work / 'jax_cache')}
   if scale is SMOKE:  # both frameworks on the CPU, even where a GPU is present
     env.update(JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='')
   data = _data_overrides(args, scale, wheels, work)
-  runner = Runner(out, scale, args.budget_seconds, data, env, log)
+  runner = Runner(out, scale, start, args.budget_seconds, data, env, log)
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, runner.on_signal)
   log(f'{scale.name} run into {out}, budget {args.budget_seconds:.0f} s, data '
@@ -672,13 +710,11 @@ def main(argv: list[str]) -> int:
   records = run_plan(runner, args.force)
   summary = reproduce_report.write_summary(out / SUMMARY_FILE, records, STEPS, {
       'scale': scale.name, 'budget_seconds': args.budget_seconds,
-      'wall_seconds': round(time.monotonic() - runner.start, 1), 'data': data,
-      'installed_offline': installed, 'command': shown([sys.executable, '-m',
-                                                        'benchmarks.reproduce', *argv])})
+      'wall_seconds': round(time.monotonic() - start, 1), 'data': data,
+      'installed_offline': installed,
+      'command': shown([sys.executable, '-m', 'benchmarks.reproduce', *args.argv])})
   print(summary)
-  if runner.stop_signal is not None:
-    return 128 + runner.stop_signal
-  return 0
+  return 128 + runner.stop_signal if runner.stop_signal is not None else 0
 
 
 if __name__ == '__main__':

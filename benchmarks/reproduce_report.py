@@ -28,6 +28,17 @@ def _nvidia_smi(*args: str) -> str | None:
   return done.stdout.strip() if done.returncode == 0 else None
 
 
+def _cpu_model() -> str | None:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.partition(':')[2].strip()
+  except OSError:
+    pass
+  return platform.processor() or None
+
+
 def machine(records: dict[str, dict]) -> dict[str, Any]:
   """The card (nvidia-smi, else JAX's device kind) and the versions that ran."""
   speed = (records.get('speed') or {}).get('results') or {}
@@ -44,7 +55,7 @@ def machine(records: dict[str, dict]) -> dict[str, Any]:
       'card': cards.splitlines() if cards else None,
       'jax_devices': (f'{jax_fields.get("device_count")}x {jax_fields.get("device_kind")} '
                       f'({jax_fields.get("platform")})' if jax_fields else None),
-      'host_cpu': (speed.get('host') or {}).get('cpu_model') or platform.processor() or None,
+      'host_cpu': (speed.get('host') or {}).get('cpu_model') or _cpu_model(),
       'versions': {'python': platform.python_version(),
                    **{name: _version(name) for name in VERSIONED}},
       'cuda': cuda,
@@ -100,7 +111,7 @@ def rows(records: dict[str, dict], steps: tuple[str, ...]) -> list[list[str]]:
       continue
     status = record['status']
     if status != 'done':
-      why = record.get('reason') or (record.get('error') or '').splitlines()[0]
+      why = (record.get('reason') or record.get('error') or '').partition('\n')[0]
       table.append([step, f'{status}: {why}', '-', '-', '-', '-'])
       continue
     results = record['results']

@@ -162,24 +162,30 @@ def test_estimates_scale_by_macs_and_never_speed_up_smaller_models():
                 'sweep_versions': [entry(5e6), entry(100e6)]})
   estimator = reproduce.Estimator(scale, _rates_records(), plan)
   compile_allowance = max(scale.compile_floor, scale.compile_factor * 4.0)
+  validated = 1 + scale.validation_share
   same = estimator.training(entry(10e6))
   assert math.isclose(same, scale.process_allowance + compile_allowance
-                      + 10 * 1000 / 1000.0 * (1 + scale.validation_share))
-  ten_times = estimator.training(entry(100e6))
-  assert math.isclose(ten_times - same, 9 * 10 * (1 + scale.validation_share))
+                      + 10 * 1000 / 1000.0 * validated)
+  slower = 10 ** reproduce.MACS_EXPONENT  # 10x the MACs
+  assert math.isclose(estimator.training(entry(100e6)) - same, (slower - 1) * 10 * validated)
   assert estimator.training(entry(5e6)) == same  # smaller: not assumed faster
   assert estimator.step('alexnet') > estimator.step('squeezenet')
   assert estimator.step('seeds') == 2 * (same + 2 * scale.process_allowance)
-  # A measured training of the bigger model replaces the MACs scaling.
+  assert math.isclose(estimator.step('sweep_versions'),
+                      estimator.training(entry(5e6)) + estimator.training(entry(100e6))
+                      + scale.process_allowance)
+  # Measured: the bigger model's own rate, overheads and compile times take over.
   records = _rates_records()
   records['alexnet'] = {'status': 'done', 'commands': [
-      {'kind': 'train', 'wall_seconds': 100.0, 'train_seconds': 40.0, 'compile_seconds': 20.0}],
+      {'kind': 'train', 'wall_seconds': 100.0, 'train_seconds': 40.0, 'compile_seconds': 20.0},
+      {'kind': 'eval', 'wall_seconds': 12.0}],
                         'results': {'macs': 100e6, 'images_per_second': 500.0,
                                     'train_seconds': 40.0}}
   measured = reproduce.Estimator(scale, records, plan)
-  assert measured.overhead == 40.0  # 100 - 40 - 20
+  assert measured.overhead == reproduce.MEASURED_MARGIN * 40.0  # 100 - 40 - 20 > 12
+  assert measured.compile == scale.compile_factor * 20.0
   assert math.isclose(measured.training(entry(100e6)),
-                      40.0 + compile_allowance + 10 * 1000 / 500.0 * (1 + scale.validation_share))
+                      measured.overhead + measured.compile + 10 * 1000 / 500.0 * validated)
   assert reproduce.Estimator(scale, {}, plan).step('alexnet') is None
 
 

@@ -218,8 +218,12 @@ class Runner:
     if self.child is not None and self.child.poll() is None:
       self.child.send_signal(signal.SIGTERM)
 
-  def run(self, step: str, argv: list[str]) -> dict:
-    """Runs one command into logs/<step>.log; SIGTERM at the budget's end, then SIGKILL."""
+  def run(self, step: str, argv: list[str], commands: list[dict]) -> dict:
+    """Runs one command into logs/<step>.log; SIGTERM at the budget's end, then SIGKILL.
+
+    Appends the command's record (also of one that failed or was stopped) to `commands`
+    and returns it.
+    """
     if self.stop_signal is not None:
       raise Stopped(f'stopped by signal {self.stop_signal} before: {shown(argv)}')
     if self.remaining() <= 0:
@@ -255,6 +259,7 @@ class Runner:
     self.log(f'    exit {rc} after {wall:.1f} s ({cpu:.1f} s of CPU)')
     record = {'command': shown(argv), 'returncode': rc, 'wall_seconds': round(wall, 2),
               'cpu_seconds': round(cpu, 2)}
+    commands.append(record)
     if self.stop_signal is not None:
       raise Stopped(f'stopped by signal {self.stop_signal} during: {shown(argv)}')
     if terminated and rc:
@@ -281,9 +286,7 @@ class Steps:
     self.plan = plan
 
   def _main(self, record, step: str, *args: str) -> dict[str, Any]:
-    command = self.r.run(step, [sys.executable, 'main.py', *args])
-    record['commands'].append(command)
-    return command
+    return self.r.run(step, [sys.executable, 'main.py', *args], record['commands'])
 
   def speed(self, record) -> None:
     report_path = self.r.work / 'speed' / 'benchmark.json'
@@ -291,7 +294,7 @@ class Steps:
     argv = [sys.executable, '-m', 'benchmarks.benchmark', f'--config={SPEED_CONFIG}',
             *self.r.overrides(SPEED_OVERRIDES), '--torch', *self.r.scale.speed_args,
             f'--out={report_path}']
-    record['commands'].append(self.r.run('speed', argv))
+    self.r.run('speed', argv, record['commands'])
     report = _read(report_path)
     keep = ('device_kind', 'device_count', 'platform', 'compile_seconds', 'epoch_seconds',
             'train_images_per_second', 'eval_images_per_second', 'train_tflops',

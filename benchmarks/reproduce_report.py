@@ -160,9 +160,11 @@ def markdown(records: dict[str, dict], steps: tuple[str, ...], meta: dict[str, A
                                       if v is not None),
            '- CUDA: ' + (', '.join(f'{k} {v}' for k, v in info['cuda'].items() if v)
                          or 'none found'),
-           f'- Budget {meta["budget_seconds"]:.0f} s; this run took {meta["wall_seconds"]:.0f} s'
-           f', finished {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. '
-           f'Command: `{meta["command"]}`',
+           f'- Steps took {_n(sum(r.get("wall_seconds") or 0 for r in records.values()))} s'
+           f' in all; the last invocation {meta["wall_seconds"]:.0f} s of its budget of '
+           f'{meta["budget_seconds"]:.0f} s, ending '
+           f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: '
+           f'`{meta["command"]}`',
            f'- Data: {meta["data"].get("data.path", meta["data"]["data.source"])}'
            + (f'; installed offline: {", ".join(meta["installed_offline"])}'
               if meta['installed_offline'] else ''),

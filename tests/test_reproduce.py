@@ -231,3 +231,22 @@ def test_offline_names_what_is_missing(tmp_path, monkeypatch):
   monkeypatch.setattr(offline, 'REQUIRED_MODULES', ('no_such_module_anywhere',))
   with pytest.raises(RuntimeError, match='no_such_module_anywhere.*prepare_offline.sh'):
     offline.ensure(tmp_path / 'none', tmp_path / 'site', print)
+
+
+def test_a_command_running_into_the_budget_end_is_stopped_and_recorded(tmp_path):
+  start = time.monotonic()
+  runner = reproduce.Runner(tmp_path, reproduce.SMOKE, start, reproduce.SMOKE.grace + 2.0,
+                            data={}, env=dict(os.environ), log=lambda line: None)
+  commands = []
+  with pytest.raises(reproduce.OutOfBudget):
+    runner.run('step', [sys.executable, '-c', 'import time; time.sleep(60)'], commands)
+  assert time.monotonic() - start < 15  # SIGTERM at the grace, not after 60 s
+  assert commands[0]['returncode'] == -signal.SIGTERM
+  with pytest.raises(reproduce.OutOfBudget, match='no budget left to start'):
+    runner.run('step', [sys.executable, '-c', 'pass'], commands)
+  assert len(commands) == 1
+  ok = reproduce.Runner(tmp_path, reproduce.SMOKE, time.monotonic(), 100.0, data={},
+                        env=dict(os.environ), log=lambda line: None)
+  with pytest.raises(reproduce.StepFailed, match='exit status 3'):
+    ok.run('step', [sys.executable, '-c', 'print("to the log"); raise SystemExit(3)'], commands)
+  assert 'to the log' in (tmp_path / 'logs' / 'step.log').read_text()

@@ -27,7 +27,6 @@ from absl import app
 from absl import flags
 import flax
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 
 from benchmarks import torch_reference

@@ -73,7 +73,7 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
   if len(argv) != 2:
-    raise SystemExit(f'usage: python -m benchmarks.config_info REQUESTS_JSON')
+    raise SystemExit('usage: python -m benchmarks.config_info REQUESTS_JSON')
   print(json.dumps([describe(r) for r in json.loads(argv[1])]))
 
 

@@ -312,33 +312,20 @@ class Steps:
                extra: dict[str, Any] | None = None, export: bool = True) -> dict[str, Any]:
     """Trains (or resumes) one run, scores it plain and with TTA, and exports it."""
     train = self._main(record, step, f'--config={config}', f'--workdir={workdir}',
-                       *self.r.overrides(extra or {}))
+                       *self.r.overrides({'eval_tta': True, **(extra or {})}))
     results = _read(workdir / 'results.json')
     fields = ('params', 'macs', 'epochs', 'steps', 'train_seconds', 'compile_seconds',
               'images_per_second', 'checkpoint_bytes', 'devices', 'val_accuracy')
     run = {'config': config, 'workdir': str(workdir), 'wall_seconds': train['wall_seconds'],
            **{k: results.get(k) for k in fields}}
-    run['train_val_accuracy'] = run.pop('val_accuracy')  # as training scored it
     run['seed'] = _read(workdir / 'config.json').get('seed')
     train.update(kind='train', train_seconds=run['train_seconds'],
                  compile_seconds=run['compile_seconds'])
-    # eval and export read the run's config; `--config` is there only to carry the
-    # data override: score the validation split even where the source has a test split.
-    scored_on = (f'--workdir={workdir}', f'--config={config}',
-                 '--config.data.eval_split=validation')
-    # `eval --tta` writes *_tta keys beside the plain ones (INTERFACE.md); where it does
-    # not yet, its val_accuracy is the TTA one and a plain eval follows.
-    self._main(record, step, '--mode=eval', '--tta', *scored_on)['kind'] = 'eval'
-    scored = _read(workdir / 'results.json')
-    if 'val_accuracy_tta' in scored:
-      run.update(val_accuracy=scored['val_accuracy'], val_accuracy_tta=scored['val_accuracy_tta'],
-                 tta_source='eval --tta: val_accuracy and val_accuracy_tta')
-    else:
-      run['val_accuracy_tta'] = scored['val_accuracy']
-      self._main(record, step, '--mode=eval', *scored_on)['kind'] = 'eval'
-      run['val_accuracy'] = _read(workdir / 'results.json')['val_accuracy']
-      run['tta_source'] = ('val_accuracy of eval --tta (no *_tta keys yet), then of a '
-                           'plain eval')
+    # Training scores validation plain and, with eval_tta (see `_trained`'s overrides),
+    # mirrored-and-averaged as val_accuracy_tta: no evaluation process of its own.
+    run.update(val_accuracy=results.get('val_accuracy'),
+               val_accuracy_tta=results.get('val_accuracy_tta'))
+    scored_on = (f'--workdir={workdir}', '--config.data.eval_split=validation')
     if export:
       self._main(record, step, '--mode=export', *scored_on)['kind'] = 'export'
       sizes = _read(workdir / 'sizes.json')
@@ -505,13 +492,12 @@ class Estimator:
     if not self.speed:
       return None
     trainings = self.plan.info()['trainings']
-    evals = 2 * self.overhead  # eval --tta, then a plain eval where *_tta keys are missing
-    if step in ('squeezenet', 'alexnet'):
+    if step in ('squeezenet', 'alexnet'):  # training scores validation plain and with TTA
       entry = trainings[step][0]
       export = step == 'squeezenet' or self.scale.alexnet_export
-      return self.training(entry) + evals + (self.export(entry) if export else 0.0)
+      return self.training(entry) + (self.export(entry) if export else 0.0)
     if step == 'seeds':
-      return EXTRA_SEEDS * (self.training(trainings['squeezenet'][0]) + evals)
+      return EXTRA_SEEDS * self.training(trainings['squeezenet'][0])
     return sum(self.training(point) for point in trainings[step]) + self.overhead
 
 

@@ -171,10 +171,8 @@ def markdown(records: dict[str, dict], steps: tuple[str, ...], meta: dict[str, A
            '', '| ' + ' | '.join(header) + ' |', '|---|---|---:|---:|---:|---|']
   lines += ['| ' + ' | '.join(cell.replace('|', '\\|') for cell in row) + ' |'
             for row in rows(records, steps)]
-  sources = {r['results'].get('tta_source') for r in records.values()
-             if r.get('status') == 'done' and isinstance(r.get('results'), dict)} - {None}
-  if sources:
-    lines += ['', 'TTA accuracy: ' + '; '.join(sorted(sources)) + '.']
+  lines += ['', 'TTA: validation logits averaged with those of the mirrored images '
+            '(`eval_tta`, scored by the training run itself).']
   lines += ['', '## Commands', '']
   for step in steps:
     record = records.get(step)

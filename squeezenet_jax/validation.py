@@ -111,6 +111,3 @@ def validate(config: ml_collections.ConfigDict) -> None:
     value = config_utils.get_field(config, field)
     if not check(value):
       raise UserError(f'config field {field}={value!r} is not allowed: it must be {allowed}')
-  if 'warmup_epochs' in present and config.warmup_epochs > config.num_epochs:
-    raise UserError(f'config field warmup_epochs={config.warmup_epochs!r} is not allowed: it '
-                    f'must be at most num_epochs={config.num_epochs}')

@@ -114,7 +114,7 @@ def test_smoke_plan_killed_then_resumed_then_all_done(tmp_path):
   summary = (out / 'summary.md').read_text()
   for text in ('| Step |', 'Versions: python', 'jax ', 'Card:', 'seeds: mean ± std over 3',
                'sweep_versions: alexnet', 'sweep_bypass: model.bypass=complex',
-               '--mode=export', '--mode=eval --tta', 'benchmarks.benchmark'):
+               '--mode=export', 'eval_tta=True', 'benchmarks.benchmark'):
     assert text in summary, text
   print(f'smoke run after the kill (every step but speed): {smoke_seconds:.0f} s')
 

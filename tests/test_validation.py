@@ -38,12 +38,6 @@ def test_a_field_out_of_range_names_field_value_and_range(field, value, allowed)
   assert f'{field}={value!r}' in message and allowed in message and '\n' not in message
 
 
-def test_warmup_longer_than_the_run_is_refused():
-  config = tiny_config(num_epochs=2, warmup_epochs=3.0)
-  with pytest.raises(UserError, match='warmup_epochs=3.0 .* at most num_epochs=2'):
-    validation.validate(config)
-
-
 def test_shipped_configs_are_valid():
   validation.validate(default.get_config())
   validation.validate(tiny_config())

@@ -43,10 +43,20 @@ def load_data(config: ml_collections.ConfigDict,
 
 
 def init_model(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, ModelVars]:
-  """The model's graph and freshly initialised variables (from the `init` stream)."""
-  key = rng.streams(rng.root_key(config.seed)).init
-  model = models.create_model(config, rngs=nnx.Rngs(params=key))
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  """The model's graph and freshly initialised variables (from the `init` stream).
+
+  Initialised in one compiled program: eagerly, every parameter shape is a small
+  compilation of its own (tens of them, seconds on a CPU) in every process.
+  """
+  graphdef, _ = abstract_model(config)
+
+  @jax.jit
+  def init(key):
+    model = models.create_model(config, rngs=nnx.Rngs(params=key))
+    _, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    return params, batch_stats
+
+  params, batch_stats = init(rng.streams(rng.root_key(config.seed)).init)
   return graphdef, {'params': params, 'batch_stats': batch_stats}
 
 

@@ -30,15 +30,19 @@ def _run_epoch(config, mesh):
 
 
 def test_synthetic_run_learns_well_above_chance(tmp_path):
-  config = tiny_config(num_epochs=4, **{'data.synthetic_train_size': 1024})
+  config = tiny_config(num_epochs=4, profile_epoch=2, **{'data.synthetic_train_size': 1024})
   results = loop.train_and_evaluate(config, str(tmp_path))
+  assert list((tmp_path / 'profile').rglob('*.xplane.pb'))  # the jax.profiler trace
   assert results['val_accuracy'] > 0.5  # chance is 0.1
   assert results['params'] == results['analytic_params']
   assert results['checkpoint_bytes'] > 0
   events = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [e['epoch'] for e in events] == [1, 2, 3, 4]
   assert events[-1]['val_accuracy'] == results['val_accuracy']
-  assert {'step', 'train_loss', 'images_per_second'} <= events[0].keys()
+  assert {'step', 'train_loss', 'images_per_second', 'grad_norm', 'update_norm',
+          'param_norm'} <= events[0].keys()
+  assert all(e['grad_norm'] > 0 and e['update_norm'] > 0 and e['param_norm'] > 0
+             for e in events)
   assert json.loads((tmp_path / 'results.json').read_text()) == results
 
 

@@ -78,6 +78,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, sweep: Sequence[Mapping
     def finished(point: sweeps.Point, error: str | None) -> None:
       if error is None:
         rows[point.name] = sweeps.row(point, dirs[point.name])
+        logging.info('Sweep point %d/%d %s: finished, val_accuracy %.4f', point.index,
+                     len(points), point.name, rows[point.name]['val_accuracy'])
       else:
         logging.error('Sweep point %s failed: %s', point.name, error)
         failed[point.name] = error

@@ -33,6 +33,18 @@ _TTA = flags.DEFINE_bool('tta', False, 'eval: also score mirrored-and-averaged l
 _CHECKPOINT_FALLBACK = flags.DEFINE_bool(
     'checkpoint_fallback', False,
     'train, eval, export: if the latest checkpoint is corrupt, use the newest readable one.')
+_SWEEP_WORKERS = flags.DEFINE_integer(
+    'sweep_workers', 1, 'sweep: points trained at the same time, each in its own process on '
+    'its own devices (GPUs split among them, or shared with a memory cap); 1: one after '
+    'another in this process. With Ray: the most points scheduled at once.')
+_SWEEP_LAUNCHER = flags.DEFINE_enum('sweep_launcher', 'local', ('local', 'ray'),
+                                    'sweep: run the points on this machine, or as Ray tasks.')
+_SWEEP_RAY_ADDRESS = flags.DEFINE_string(
+    'sweep_ray_address', None, 'sweep with Ray: the cluster to use (auto, or host:port); '
+    'default: start a local Ray instance.')
+_SWEEP_GPUS_PER_POINT = flags.DEFINE_float(
+    'sweep_gpus_per_point', None, 'sweep with Ray: GPUs per point, a fraction (0.25: four '
+    'points share a GPU) or a count; 0 trains on CPUs; default 1 where there are GPUs.')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None,
     'Multi-process: host:port of process 0 (else $JAX_COORDINATOR_ADDRESS; TPU pods and '
@@ -97,13 +109,18 @@ def _run(mode: str, workdir: str) -> None:
     from squeezenet_jax.modes import summary  # pylint: disable=g-import-not-at-top
     summary.run(_CONFIG.value, workdir)
   elif mode == 'sweep':
+    from squeezenet_jax import sweep_launchers  # pylint: disable=g-import-not-at-top
     from squeezenet_jax import sweeps  # pylint: disable=g-import-not-at-top
     from squeezenet_jax.modes import sweep  # pylint: disable=g-import-not-at-top
+    # Before anything initialises JAX's devices: the launcher sets how they are shared.
+    launcher = sweep_launchers.make_launcher(
+        _SWEEP_LAUNCHER.value, _SWEEP_WORKERS.value, ray_address=_SWEEP_RAY_ADDRESS.value,
+        gpus_per_point=_SWEEP_GPUS_PER_POINT.value)
     config_flag = flags.FLAGS['config']
     sweep.run(_CONFIG.value, workdir,
               sweeps.load_sweep(config_flags.get_config_filename(config_flag)),
               fixed=config_flags.get_override_values(config_flag),
-              allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+              allow_config_change=_ALLOW_CONFIG_CHANGE.value, launcher=launcher)
   else:
     from squeezenet_jax.training import loop  # pylint: disable=g-import-not-at-top
     loop.train_and_evaluate(_CONFIG.value, workdir,

@@ -24,6 +24,7 @@ import ml_collections
 
 from squeezenet_jax import config_utils
 from squeezenet_jax import reporting
+from squeezenet_jax import seed_groups
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
 
@@ -114,15 +115,33 @@ def is_grid(points: Sequence[Point], fields: Sequence[str]) -> bool:
   return len(fields) > 1 and len(combos) == len(points) == math.prod(sizes)
 
 
+def groups(points: Sequence[Point], finished: Sequence[dict],
+           fields: Sequence[str]) -> dict[str, Any] | None:
+  """sweep.json's `groups`: finished points that differ only in `seed`, as mean and
+  spread (`seed_groups`), with the fields and grid-ness of their charts; None unless
+  the sweep has points that differ only in seed."""
+  others = seed_groups.other_fields(fields)
+  firsts: dict[tuple, Point] = {}  # one point per group
+  for point in points:
+    firsts.setdefault(tuple(repr(point.values[f]) for f in others), point)
+  if len(others) == len(fields) or len(firsts) == len(points):
+    return None
+  return {'fields': others, 'grid': is_grid(list(firsts.values()), others),
+          'rows': seed_groups.group_by_seed(finished, fields)}
+
+
 def build_report(points: Sequence[Point], rows: Mapping[str, dict],
                  failed: Mapping[str, str]) -> dict[str, Any]:
-  """sweep.json's dict: finished points' rows in sweep order, the others by name."""
+  """sweep.json's dict: finished points' rows in sweep order, the others by name, and
+  the seed groups of the finished points (see `groups`)."""
   fields = swept_fields([p.overrides for p in points])
+  finished = [rows[p.name] for p in points if p.name in rows]
   return {
       'fields': fields,
       'data': reporting.data_label(points[0].config.to_dict()),
       'grid': is_grid(points, fields),
-      'points': [rows[p.name] for p in points if p.name in rows],
+      'points': finished,
       'pending': [p.name for p in points if p.name not in rows],
       'failed': dict(failed),
+      'groups': groups(points, finished, fields),
   }

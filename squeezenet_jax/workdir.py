@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ RESULTS_FILE = 'results.json'
 METRICS_FILE = 'metrics.jsonl'
 CHECKPOINT_DIR = 'checkpoints'
 LOCK_FILE = '.lock'
+_LOCK_POLL_SECONDS = 0.2
 
 # Fields (or `prefix.` groups) that change how a run is observed or exported, not
 # what it trains: a resumed run may change them freely.
@@ -119,8 +121,10 @@ def claim(workdir: str, config: ml_collections.ConfigDict, allow_config_change: 
 
 
 @contextlib.contextmanager
-def locked(workdir: str | os.PathLike, purpose: str) -> Iterator[None]:
-  """Holds `workdir`'s lock for the block; a second holder gets a UserError at once.
+def locked(workdir: str | os.PathLike, purpose: str,
+           wait_seconds: float = 0.0) -> Iterator[None]:
+  """Holds `workdir`'s lock for the block; a second holder gets a UserError at once, or
+  once `wait_seconds` passed without the lock coming free.
 
   The lock file names the holder (pid, host, purpose, since), for the refusal message.
   """
@@ -131,11 +135,16 @@ def locked(workdir: str | os.PathLike, purpose: str) -> Iterator[None]:
   except OSError as e:
     raise UserError(f'cannot write to workdir {workdir}: {e.strerror}') from None
   try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise UserError(f'workdir {workdir} is in use by {_holder(fd)}; wait for it to '
-                      'end, or use another --workdir') from None
+    deadline = time.monotonic() + wait_seconds
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:
+        if time.monotonic() >= deadline:
+          raise UserError(f'workdir {workdir} is in use by {_holder(fd)}; wait for it to '
+                          'end, or use another --workdir') from None
+        time.sleep(_LOCK_POLL_SECONDS)
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({
         'pid': os.getpid(), 'host': socket.gethostname(), 'purpose': purpose,

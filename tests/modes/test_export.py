@@ -37,7 +37,7 @@ def _rows(report):
 def test_every_format_is_reported_with_its_files_on_disk(run):
   workdir, _, report = run
   rows = _rows(report)
-  assert list(rows) == list(export.FORMATS)
+  assert list(rows) == [*export.FORMATS, 'onnx', 'onnx_int8']
   for fmt, row in rows.items():
     assert row['bytes'] == checkpoints.directory_bytes(workdir / 'exports' / fmt) > 0
     assert 0 <= row['accuracy'] <= 1
@@ -50,11 +50,31 @@ def test_every_format_is_reported_with_its_files_on_disk(run):
       report['alexnet']['float32_bytes'] / rows['int8']['bytes'])
 
 
+def test_deployable_exports_are_reported_beside_the_others(run):
+  workdir, _, report = run
+  rows = _rows(report)
+  for fmt, path in (('onnx', 'onnx/model.onnx'), ('onnx_int8', 'onnx_int8/model.onnx'),
+                    ('stablehlo', 'stablehlo/model.jax_exported')):
+    row = report['stablehlo'] if fmt == 'stablehlo' else rows[fmt]
+    assert (workdir / 'exports' / path).is_file()
+    assert row['bytes'] == checkpoints.directory_bytes(workdir / 'exports' / fmt) > 0
+    assert row['path'] == f'exports/{fmt}'
+    # The same function and weights as float32: at most one of 128 images flips.
+    assert row['accuracy'] == pytest.approx(rows['float32']['accuracy'], abs=1 / 128)
+    assert row['accuracy_delta'] == pytest.approx(row['accuracy'] - rows['float32']['accuracy'])
+  assert rows['onnx_int8']['bytes'] < rows['onnx']['bytes']
+  # The data has a train split: int8 ranges come from training images, not the scored ones.
+  assert rows['onnx_int8']['calibration_split'] == 'train'
+  assert rows['onnx_int8']['calibration_images'] == 384  # tiny: 512 minus 128 validation
+
+
 def test_size_report_files_are_written(run):
   workdir, _, report = run
   assert json.loads((workdir / 'sizes.json').read_text()) == report
   markdown = (workdir / 'sizes.md').read_text()
-  assert all(f'| {fmt} |' in markdown for fmt in export.FORMATS)
+  assert all(f'| {fmt} |' in markdown for fmt in (*export.FORMATS, 'onnx', 'onnx_int8',
+                                                  'stablehlo'))
+  assert 'calibrated on 384 images of `train`' in markdown
   assert (workdir / 'sizes.png').read_bytes().startswith(b'\x89PNG')
 
 

@@ -1,6 +1,7 @@
 """`--mode=export`: exports reload from disk to the accuracy reported, sizes add up."""
 
 import json
+import shutil
 import subprocess
 
 import jax
@@ -18,6 +19,7 @@ from squeezenet_jax import size_report
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
+from squeezenet_jax.modes import predict
 from squeezenet_jax.training import loop
 
 
@@ -167,3 +169,26 @@ def test_raw_bytes_count_the_arrays_in_memory():
   # int32 step and a key.
   assert size_report.raw_item_bytes(config, variables) == {
       'model': 48, 'opt_state': 52, 'progress': 12}
+
+
+def test_predict_gives_the_same_logits_with_every_deployable_format(run):
+  workdir, _, _ = run
+  config = workdir_lib.load_config(str(workdir))
+  assert predict.default_format(str(workdir)) == 'float32'  # exported: float32 by default
+  images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+  logits = {fmt: predict.logits(str(workdir), config, fmt, images)
+            for fmt in ('checkpoint', 'float32', 'onnx', 'stablehlo', 'onnx_int8')}
+  for fmt in ('float32', 'onnx', 'stablehlo'):
+    np.testing.assert_allclose(logits[fmt], logits['checkpoint'], rtol=0, atol=1e-4)
+  assert logits['onnx_int8'].shape == (5, config.model.num_classes)
+
+
+def test_runs_without_classes_json_take_the_names_from_the_exports(run, tmp_path):
+  workdir, _, _ = run
+  names = workdir_lib.read_classes(workdir)
+  assert names == [f'class_{i}' for i in range(10)]
+  shutil.copytree(workdir / 'exports' / 'stablehlo', tmp_path / 'exports' / 'stablehlo')
+  assert predict.class_names(str(tmp_path)) == names  # from model.json
+  shutil.copytree(workdir / 'exports' / 'onnx', tmp_path / 'exports' / 'onnx')
+  assert predict.class_names(str(tmp_path)) == names  # from the ONNX metadata
+  assert predict.class_names(str(tmp_path / 'nothing')) is None  # then indices

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
+from PIL import Image
 
 from configs import default
 from conftest import tiny_config
@@ -192,3 +193,24 @@ def test_runs_without_classes_json_take_the_names_from_the_exports(run, tmp_path
   shutil.copytree(workdir / 'exports' / 'onnx', tmp_path / 'exports' / 'onnx')
   assert predict.class_names(str(tmp_path)) == names  # from the ONNX metadata
   assert predict.class_names(str(tmp_path / 'nothing')) is None  # then indices
+
+
+def test_data_with_only_a_test_split_calibrates_on_it_and_says_so(run, tmp_path, caplog):
+  """A user's data.path holding only test/: int8 ranges from the split scored."""
+  workdir, _, _ = run
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  rng = np.random.default_rng(0)
+  for c in range(10):
+    (tmp_path / 'data' / 'test' / f'class_{c}').mkdir(parents=True)
+    for i in range(3):
+      Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+          tmp_path / 'data' / 'test' / f'class_{c}' / f'{i}.png')
+  report = export.run(str(copy), {'data.source': 'folder', 'data.path': str(tmp_path / 'data')})
+  rows = _rows(report)
+  assert report['eval_split'] == 'test' and report['eval_images'] == 30
+  assert (rows['onnx_int8']['calibration_split'], rows['onnx_int8']['calibration_images']) == (
+      'test', 30)
+  assert 'calibrated on 30 images of `test`' in (copy / 'sizes.md').read_text()
+  assert 'has no train split: the int8 ONNX export is calibrated on the images of test' in (
+      caplog.text)

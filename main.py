@@ -18,9 +18,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-MODES = ('train', 'eval', 'summary', 'sweep', 'export')
+MODES = ('train', 'eval', 'summary', 'sweep', 'export', 'predict')
 # Modes on a trained run, and the config groups each may override.
-RUN_MODES = {'eval': ('data.',), 'export': ('data.', 'export.')}
+RUN_MODES = {'eval': ('data.',), 'export': ('data.', 'export.'), 'predict': ('data.',)}
 _RUN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'run.py')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'ml-collections config file.',
@@ -32,7 +32,13 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
 _TTA = flags.DEFINE_bool('tta', False, 'eval: also score mirrored-and-averaged logits (*_tta).')
 _CHECKPOINT_FALLBACK = flags.DEFINE_bool(
     'checkpoint_fallback', False,
-    'train, eval, export: if the latest checkpoint is corrupt, use the newest readable one.')
+    'train, eval, export, predict: if the latest checkpoint is corrupt, use the newest '
+    'readable one.')
+_FORMAT = flags.DEFINE_string(
+    'format', None, 'predict: checkpoint, float32, bfloat16, int8, compressed, onnx, '
+    'onnx_int8 or stablehlo (default: float32 if exported, else the checkpoint).')
+_TOP_K = flags.DEFINE_integer('top_k', 3, 'predict: classes shown per image.')
+_JSON = flags.DEFINE_bool('json', False, 'predict: one JSON object per image, not a table.')
 _SWEEP_WORKERS = flags.DEFINE_integer(
     'sweep_workers', 1, 'sweep: points trained at the same time, each in its own process on '
     'its own devices (GPUs split among them, or shared with a memory cap); 1: one after '
@@ -91,10 +97,17 @@ def _run_overrides(mode: str) -> dict:
   return overrides
 
 
-def _run(mode: str, workdir: str) -> None:
+def _run(mode: str, workdir: str, paths: list[str]) -> None:
   # Imported here so that `--help` and flag errors stay fast.
   from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   fallback = _CHECKPOINT_FALLBACK.value
+  if mode == 'predict':
+    from squeezenet_jax.modes import predict  # pylint: disable=g-import-not-at-top
+    if not paths:
+      raise UserError('--mode=predict needs image files, folders or archives after the flags')
+    predict.run(workdir, _run_overrides(mode), paths, fmt=_FORMAT.value, top_k=_TOP_K.value,
+                as_json=_JSON.value, fallback=fallback)
+    return
   if mode == 'eval':
     from squeezenet_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
     evaluate.run(workdir, _run_overrides(mode), tta=_TTA.value, fallback=fallback)
@@ -138,7 +151,7 @@ def _fail(message: str, code: int) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
+  if len(argv) > 1 and _MODE.value != 'predict':  # predict's image paths
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   from squeezenet_jax import runtime  # pylint: disable=g-import-not-at-top
   from squeezenet_jax.errors import UserError, WriteError  # pylint: disable=g-import-not-at-top
@@ -146,7 +159,7 @@ def main(argv):
   try:
     runtime.setup(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                   process_id=_PROCESS_ID.value, verbose=flags.FLAGS['verbosity'].present)
-    _run(_MODE.value, _WORKDIR.value)
+    _run(_MODE.value, _WORKDIR.value, argv[1:])
   except UserError as e:
     _fail(str(e), 2)
   except Preempted as e:

@@ -169,10 +169,13 @@ def max_pool(x: jax.Array, *, ceil_mode: bool, window: int = 3,
     raise UserError(
         f'data.image_size is too small for this model: a {height}x{width} feature '
         f'map reached a {window}x{window} max pool')
-  padding = [(0, _pool_padding(n, window, stride) if ceil_mode else 0)
-             for n in (height, width)]
-  return nnx.max_pool(x, (window, window), strides=(stride, stride),
-                      padding=padding)
+  pads = [_pool_padding(n, window, stride) if ceil_mode else 0 for n in (height, width)]
+  if any(pads):
+    # ceil mode as an explicit -inf pad (what the pool's own padding would add) and a
+    # VALID pool: exporters (jax2onnx) convert nnx.max_pool only with string padding.
+    x = jnp.pad(x, ((0, 0), (0, pads[0]), (0, pads[1]), (0, 0)), constant_values=-jnp.inf)
+  return nnx.max_pool(x, window_shape=(window, window), strides=(stride, stride),
+                      padding='VALID')
 
 
 def _bins(size: int, out: int) -> list[tuple[int, int]]:
@@ -200,6 +203,11 @@ def _dropout_keys(rngs, count: int) -> tuple[Any, ...]:
   if isinstance(rngs, nnx.RngStream):
     return tuple(rngs() for _ in range(count))
   return tuple(jax.random.split(rngs, count))
+
+
+def _dropout(layer: nnx.Dropout, x: jax.Array, key, train: bool) -> jax.Array:
+  """Dropout in training only; at inference it is not traced at all, so exports hold none."""
+  return layer(x, deterministic=False, rngs=key) if train else x
 
 
 def _check_choice(field: str, value: Any, allowed) -> Any:
@@ -333,7 +341,7 @@ class SqueezeNet(nnx.Module):
       if fire in self.pool_after:
         x = max_pool(x, ceil_mode=True)
     (key,) = _dropout_keys(rngs, 1) if train else (None,)
-    x = self.dropout(x, deterministic=not train, rngs=key)
+    x = _dropout(self.dropout, x, key, train)
     x = self.conv10(x, train=train)
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
@@ -389,8 +397,8 @@ class AlexNet(nnx.Module):
     x = adaptive_avg_pool(pool(x), self.pooled_size)
     x = x.reshape(x.shape[0], -1)
     keys = _dropout_keys(rngs, 2) if train else (None, None)
-    x = self.fc6(self.dropout(x, deterministic=not train, rngs=keys[0]))
-    x = self.fc7(self.dropout(x, deterministic=not train, rngs=keys[1]))
+    x = self.fc6(_dropout(self.dropout, x, keys[0], train))
+    x = self.fc7(_dropout(self.dropout, x, keys[1], train))
     return self.fc8(x).astype(jnp.float32)
 
 

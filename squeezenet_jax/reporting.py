@@ -373,10 +373,11 @@ def model_name(model: Mapping[str, Any]) -> str:
 def sizes_markdown(report: dict[str, Any]) -> str:
   """A readable sizes.md: exports, the AlexNet baseline, then the training checkpoints."""
   alexnet = report['alexnet']
+  formats = report['formats'] + ([report['stablehlo']] if report.get('stablehlo') else [])
   rows = [[row['format'], megabytes(row['bytes']), f"{row['vs_float32']:.3f}",
            f"{row['alexnet_ratio']:,.0f}x" if row['alexnet_ratio'] else '-',
            f"{row['accuracy']:.4f}", f"{row['accuracy_delta']:+.4f}"]
-          for row in report['formats']]
+          for row in formats]
   if alexnet:
     rows.append([f"AlexNet float32 (analytic, {alexnet['params']:,} params)",
                  megabytes(alexnet['float32_bytes']), '', '1x', '', ''])
@@ -393,9 +394,25 @@ def sizes_markdown(report: dict[str, Any]) -> str:
       'without the optimizer state of the training checkpoint, which weighs '
       f"{megabytes(training['total_bytes'])}. `compressed`: "
       f"{export['prune_fraction']:.0%} of each kernel pruned, {export['bits']}-bit "
-      'per-kernel codebooks, a byte per index, lzma.', '',
+      'per-kernel codebooks, a byte per index, lzma.', *_deploy_markdown(formats), '',
       *_checkpoint_markdown(report['checkpoints'])]
   return '\n'.join(lines) + '\n'
+
+
+def _deploy_markdown(formats: list[dict[str, Any]]) -> list[str]:
+  """What the deployable formats are, where the report has them."""
+  by_name = {row['format']: row for row in formats}
+  if 'onnx' not in by_name:
+    return []
+  lines = ['', '`onnx`, `onnx_int8`, `stablehlo`: the inference function (BatchNorm folded '
+           'into the convs; uint8 NHWC pixels in, normalisation inside, logits out), scored '
+           'by ONNX Runtime (CPU) and by `jax.export` with the weights inside.']
+  int8 = by_name.get('onnx_int8')
+  if int8 and 'calibration_split' in int8:
+    lines[-1] += (" `onnx_int8`: ONNX Runtime's static quantizer (QDQ, int8 weights per "
+                  f"output channel, int8 activations) calibrated on {int8['calibration_images']:,} "
+                  f"images of `{int8['calibration_split']}`.")
+  return lines
 
 
 def _checkpoint_markdown(sizes: dict[str, Any]) -> list[str]:

@@ -14,7 +14,8 @@ from absl import logging
 # write, logged once per orbax thread) reach the user as this package's one `error:`
 # line. `--verbosity=0` or higher shows everything.
 _THIRD_PARTY = ('/orbax/', '/jax/', '/jaxlib/', '/etils/', '/flax/', '/optax/',
-                '/tensorstore/', '/asyncio/', '/absl/', '/tensorflow', '/ml_collections/')
+                '/tensorstore/', '/asyncio/', '/absl/', '/tensorflow', '/ml_collections/',
+                '/jax2onnx/', '/onnx/', '/onnx_ir/', '/onnxruntime/')
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -41,7 +42,8 @@ def quiet_third_party_logs() -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
   sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
   for module in ('orbax', 'jax', 'flax', 'optax', 'tensorstore', 'etils', 'absl',
-                 'tensorflow', 'tensorflow_datasets'):
+                 'tensorflow', 'tensorflow_datasets', 'jax2onnx', 'onnx', 'onnx_ir',
+                 'onnxruntime'):
     warnings.filterwarnings('ignore', module=module)
 
 

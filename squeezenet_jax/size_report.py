@@ -94,13 +94,16 @@ def _format_rows(rows: list[dict[str, Any]], alexnet: dict[str, int] | None) -> 
 def build(config: ml_collections.ConfigDict, rows: list[dict[str, Any]], *,
           size_fields: dict[str, int], checkpointer: checkpoints.Checkpointer,
           raw_item_bytes: dict[str, int], eval_split: str, eval_images: int,
-          settings: ml_collections.ConfigDict, trained: dict[str, Any]) -> dict[str, Any]:
+          settings: ml_collections.ConfigDict, trained: dict[str, Any],
+          stablehlo: dict[str, Any] | None = None) -> dict[str, Any]:
   """The sizes.json dict from the exports' rows (format, bytes, accuracy, ...).
 
   `trained`: `epochs` and `images_seen` of the exported checkpoint, for the chart.
+  `stablehlo`: the jax.export artifact's row, kept beside `formats` (the same
+  function and weights as `onnx`, for JAX serving).
   """
   alexnet = alexnet_reference(config)
-  return {
+  report = {
       'config': config.to_dict(),
       'trained': trained,
       'model': config.model.to_dict(),
@@ -113,3 +116,6 @@ def build(config: ml_collections.ConfigDict, rows: list[dict[str, Any]], *,
       'formats': _format_rows(rows, alexnet),
       'checkpoints': checkpoint_sizes(checkpointer, raw_item_bytes),
   }
+  if stablehlo:
+    report['stablehlo'] = _format_rows([*rows, stablehlo], alexnet)[-1]
+  return report

@@ -27,6 +27,7 @@ CONFIG_FILE = 'config.json'
 RESULTS_FILE = 'results.json'
 METRICS_FILE = 'metrics.jsonl'
 CHECKPOINT_DIR = 'checkpoints'
+CLASSES_FILE = 'classes.json'  # the class names labels index, for --mode=predict
 LOCK_FILE = '.lock'
 _LOCK_POLL_SECONDS = 0.2
 
@@ -169,6 +170,20 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not config_path.exists():
     raise UserError(f'{config_path} not found: is {workdir} the workdir of a train run?')
   return ml_collections.ConfigDict(read_json(config_path))
+
+
+def write_classes(workdir: str | os.PathLike, class_names) -> None:
+  """Records the class names the run's labels index (only if they changed: a finished
+  run's rerun writes nothing)."""
+  path = Path(workdir) / CLASSES_FILE
+  if read_classes(workdir) != list(class_names):
+    write_json(path, {'class_names': list(class_names)})
+
+
+def read_classes(workdir: str | os.PathLike) -> list[str] | None:
+  """The class names of the run in `workdir`, or None for runs trained before they were kept."""
+  path = Path(workdir) / CLASSES_FILE
+  return read_json(path)['class_names'] if path.exists() else None
 
 
 def checkpoint_dir(workdir: str) -> Path:

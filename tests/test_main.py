@@ -51,6 +51,13 @@ def test_unknown_config_field_is_refused(tmp_path):
   assert not (tmp_path / 'config.json').exists()
 
 
+def test_positional_arguments_are_image_paths_for_predict_only(tmp_path):
+  result = run_main(*TINY, f'--workdir={tmp_path}', 'stray.png')
+  assert result.returncode == 1 and 'unexpected arguments: stray.png' in result.stderr
+  result = run_main('--mode=predict', f'--workdir={tmp_path}')
+  assert result.returncode == 2 and 'needs image files' in error_line(result)
+
+
 def test_train_then_eval_and_summary_through_main(tmp_path):
   workdir = str(tmp_path / 'run')
   assert run_main(*TINY, f'--workdir={workdir}').returncode == 0

@@ -5,6 +5,7 @@ Formats, under `workdir/exports/<format>/`:
   bfloat16    orbax: parameters cast to bfloat16 (BN statistics stay float32).
   int8        orbax: kernels int8 with a float32 scale per output channel.
   compressed  one lzma file: pruned, k-means-shared kernels (Deep Compression).
+  onnx, onnx_int8, stablehlo  the inference function for other runtimes (`export_deploy`).
 Each export is read back from disk, dequantised to float32 and scored with the code
 of `--mode=eval`, so the accuracy reported is the accuracy of the bytes reported.
 The report goes to sizes.json, sizes.md and sizes.png (see `size_report`).
@@ -32,6 +33,7 @@ from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax import size_report
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import evaluate
+from squeezenet_jax.modes import export_deploy
 from squeezenet_jax.training import setup
 
 FORMATS = ('float32', 'bfloat16', 'int8', 'compressed')
@@ -137,10 +139,12 @@ def run(workdir: str, overrides: dict[str, Any], fallback: bool = False) -> dict
     model = to_numpy(restored.variables)
     rows = [export_format(restored, fmt, model, Path(workdir) / EXPORTS_DIR / fmt, settings)
             for fmt in FORMATS]
+    deployed = export_deploy.export(restored, model, Path(workdir) / EXPORTS_DIR)
+    rows += deployed.rows
     report = size_report.build(
         config, rows, size_fields=restored.size_fields(), checkpointer=restored.checkpointer,
         raw_item_bytes=size_report.raw_item_bytes(config, restored.variables),
         eval_split=restored.split, eval_images=restored.num_images, settings=settings,
-        trained=restored.trained())
+        trained=restored.trained(), stablehlo=deployed.stablehlo)
     reporting.write_sizes(workdir, report)
   return report

@@ -46,6 +46,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     multiprocess.on_process_0(
         lambda: stack.enter_context(workdir_lib.locked(workdir, 'train')))
     multiprocess.on_process_0(lambda: workdir_lib.claim(workdir, config, allow_config_change))
+    multiprocess.on_process_0(
+        lambda: workdir_lib.write_classes(workdir, trainer.dataset.class_names))
     checkpointer = stack.enter_context(contextlib.closing(checkpoints.Checkpointer(
         workdir_lib.checkpoint_dir(workdir), max_to_keep=config.max_to_keep)))
     finished = _finished_results(workdir, checkpointer.latest_step(),

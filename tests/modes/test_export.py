@@ -1,6 +1,7 @@
 """`--mode=export`: exports reload from disk to the accuracy reported, sizes add up."""
 
 import json
+import shutil
 import subprocess
 
 import jax
@@ -8,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
+from PIL import Image
 
 from configs import default
 from conftest import tiny_config
@@ -18,6 +20,7 @@ from squeezenet_jax import size_report
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
+from squeezenet_jax.modes import predict
 from squeezenet_jax.training import loop
 
 
@@ -37,7 +40,7 @@ def _rows(report):
 def test_every_format_is_reported_with_its_files_on_disk(run):
   workdir, _, report = run
   rows = _rows(report)
-  assert list(rows) == list(export.FORMATS)
+  assert list(rows) == [*export.FORMATS, 'onnx', 'onnx_int8']
   for fmt, row in rows.items():
     assert row['bytes'] == checkpoints.directory_bytes(workdir / 'exports' / fmt) > 0
     assert 0 <= row['accuracy'] <= 1
@@ -50,11 +53,31 @@ def test_every_format_is_reported_with_its_files_on_disk(run):
       report['alexnet']['float32_bytes'] / rows['int8']['bytes'])
 
 
+def test_deployable_exports_are_reported_beside_the_others(run):
+  workdir, _, report = run
+  rows = _rows(report)
+  for fmt, path in (('onnx', 'onnx/model.onnx'), ('onnx_int8', 'onnx_int8/model.onnx'),
+                    ('stablehlo', 'stablehlo/model.jax_exported')):
+    row = report['stablehlo'] if fmt == 'stablehlo' else rows[fmt]
+    assert (workdir / 'exports' / path).is_file()
+    assert row['bytes'] == checkpoints.directory_bytes(workdir / 'exports' / fmt) > 0
+    assert row['path'] == f'exports/{fmt}'
+    # The same function and weights as float32: at most one of 128 images flips.
+    assert row['accuracy'] == pytest.approx(rows['float32']['accuracy'], abs=1 / 128)
+    assert row['accuracy_delta'] == pytest.approx(row['accuracy'] - rows['float32']['accuracy'])
+  assert rows['onnx_int8']['bytes'] < rows['onnx']['bytes']
+  # The data has a train split: int8 ranges come from training images, not the scored ones.
+  assert rows['onnx_int8']['calibration_split'] == 'train'
+  assert rows['onnx_int8']['calibration_images'] == 384  # tiny: 512 minus 128 validation
+
+
 def test_size_report_files_are_written(run):
   workdir, _, report = run
   assert json.loads((workdir / 'sizes.json').read_text()) == report
   markdown = (workdir / 'sizes.md').read_text()
-  assert all(f'| {fmt} |' in markdown for fmt in export.FORMATS)
+  assert all(f'| {fmt} |' in markdown for fmt in (*export.FORMATS, 'onnx', 'onnx_int8',
+                                                  'stablehlo'))
+  assert 'calibrated on 384 images of `train`' in markdown
   assert (workdir / 'sizes.png').read_bytes().startswith(b'\x89PNG')
 
 
@@ -147,3 +170,47 @@ def test_raw_bytes_count_the_arrays_in_memory():
   # int32 step and a key.
   assert size_report.raw_item_bytes(config, variables) == {
       'model': 48, 'opt_state': 52, 'progress': 12}
+
+
+def test_predict_gives_the_same_logits_with_every_deployable_format(run):
+  workdir, _, _ = run
+  config = workdir_lib.load_config(str(workdir))
+  assert predict.default_format(str(workdir)) == 'float32'  # exported: float32 by default
+  images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+  logits = {fmt: predict.logits(str(workdir), config, fmt, images)
+            for fmt in ('checkpoint', 'float32', 'onnx', 'stablehlo', 'onnx_int8')}
+  for fmt in ('float32', 'onnx', 'stablehlo'):
+    np.testing.assert_allclose(logits[fmt], logits['checkpoint'], rtol=0, atol=1e-4)
+  assert logits['onnx_int8'].shape == (5, config.model.num_classes)
+
+
+def test_runs_without_classes_json_take_the_names_from_the_exports(run, tmp_path):
+  workdir, _, _ = run
+  names = workdir_lib.read_classes(workdir)
+  assert names == [f'class_{i}' for i in range(10)]
+  shutil.copytree(workdir / 'exports' / 'stablehlo', tmp_path / 'exports' / 'stablehlo')
+  assert predict.class_names(str(tmp_path)) == names  # from model.json
+  shutil.copytree(workdir / 'exports' / 'onnx', tmp_path / 'exports' / 'onnx')
+  assert predict.class_names(str(tmp_path)) == names  # from the ONNX metadata
+  assert predict.class_names(str(tmp_path / 'nothing')) is None  # then indices
+
+
+def test_data_with_only_a_test_split_calibrates_on_it_and_says_so(run, tmp_path, caplog):
+  """A user's data.path holding only test/: int8 ranges from the split scored."""
+  workdir, _, _ = run
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  rng = np.random.default_rng(0)
+  for c in range(10):
+    (tmp_path / 'data' / 'test' / f'class_{c}').mkdir(parents=True)
+    for i in range(3):
+      Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+          tmp_path / 'data' / 'test' / f'class_{c}' / f'{i}.png')
+  report = export.run(str(copy), {'data.source': 'folder', 'data.path': str(tmp_path / 'data')})
+  rows = _rows(report)
+  assert report['eval_split'] == 'test' and report['eval_images'] == 30
+  assert (rows['onnx_int8']['calibration_split'], rows['onnx_int8']['calibration_images']) == (
+      'test', 30)
+  assert 'calibrated on 30 images of `test`' in (copy / 'sizes.md').read_text()
+  assert 'has no train split: the int8 ONNX export is calibrated on the images of test' in (
+      caplog.text)

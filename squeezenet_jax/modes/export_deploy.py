@@ -1,0 +1,93 @@
+"""`--mode=export`'s deployable formats: ONNX float32 and int8, and a StableHLO artifact.
+
+All three hold the same inference function (`deploy.inference`: BatchNorm folded into
+the convs, uint8 pixels in, normalisation inside, logits out). Each is written, read
+back from disk and scored in its own runtime on the split the other formats are
+scored on: ONNX with ONNX Runtime (CPU), StableHLO through `jax.export` on the default
+device. The int8 ONNX's activation ranges are calibrated on training images; where
+the data holds no train split (a `data.path` with only `test/`), on the scored
+split's, which the row then says (`calibration_split`).
+"""
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from squeezenet_jax import checkpoints
+from squeezenet_jax import workdir as workdir_lib
+from squeezenet_jax.data import dataset as dataset_lib
+from squeezenet_jax.deploy import inference
+from squeezenet_jax.deploy import onnx_export
+from squeezenet_jax.deploy import stablehlo_export
+from squeezenet_jax.modes import evaluate
+from squeezenet_jax.training import steps
+
+Tree = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployed:
+  rows: list[dict[str, Any]]  # sizes.json `formats` rows: onnx, onnx_int8
+  stablehlo: dict[str, Any]  # sizes.json `stablehlo`: bytes, accuracy, loss, path
+
+
+def calibration_images(config: ml_collections.ConfigDict,
+                       restored: evaluate.RestoredRun) -> tuple[np.ndarray, str]:
+  """(a seeded sample of training images, 'train'), or of the scored split's images."""
+  if 'train' in dataset_lib.available_splits(config.data):
+    images = dataset_lib.load_dataset(config.data, ('train',)).splits['train'].images
+    return onnx_export.calibration_sample(images), 'train'
+  logging.warning('The data (%s) has no train split: the int8 ONNX export is calibrated on '
+                  'the images of %s, the split it is scored on.', config.data.path,
+                  restored.split)
+  images = restored.scorer.dataset.splits[restored.split].images
+  return onnx_export.calibration_sample(images), restored.split
+
+
+def scores(restored: evaluate.RestoredRun, logits: np.ndarray) -> dict[str, float]:
+  """Accuracy and loss of logits of the scored split, as `--mode=eval` computes them."""
+  labels = restored.scorer.dataset.splits[restored.split].labels
+  losses = steps.cross_entropy(logits, labels, restored.config.label_smoothing)
+  correct = np.sum(np.argmax(logits, axis=-1) == labels)
+  # In float32, as the compiled scorer divides: equal accuracies then compare equal.
+  return {'accuracy': float(np.float32(correct) / np.float32(len(labels))),
+          'loss': float(jax.device_get(losses).mean())}
+
+
+def _row(fmt: str, path: Path, restored: evaluate.RestoredRun,
+         logits: np.ndarray) -> dict[str, Any]:
+  directory = path.parent
+  row = {'format': fmt, 'bytes': checkpoints.directory_bytes(directory),
+         **scores(restored, logits),
+         'path': str(directory.relative_to(directory.parents[1]))}
+  logging.info('%-10s %12s bytes  accuracy %.4f', fmt, f'{row["bytes"]:,}', row['accuracy'])
+  return row
+
+
+def export(restored: evaluate.RestoredRun, model: Tree, exports_dir: Path) -> Deployed:
+  """Writes exports_dir/{onnx,onnx_int8,stablehlo}/, each scored from disk."""
+  config = restored.config
+  images = restored.scorer.dataset.splits[restored.split].images
+  class_names = (workdir_lib.read_classes(restored.workdir)
+                 or list(restored.scorer.dataset.class_names))
+  logits = inference.logits_fn(config, model)
+  spec = inference.image_spec(config)
+
+  float32 = onnx_export.save_float32(logits, spec, exports_dir / onnx_export.FLOAT32_DIR,
+                                     class_names=class_names)
+  calibration, split = calibration_images(config, restored)
+  int8 = onnx_export.save_int8(float32, calibration, exports_dir / onnx_export.INT8_DIR)
+  rows = [_row('onnx', float32, restored, onnx_export.onnx_logits(float32, images)),
+          {**_row('onnx_int8', int8, restored, onnx_export.onnx_logits(int8, images)),
+           'calibration_split': split, 'calibration_images': len(calibration)}]
+
+  artifact = stablehlo_export.save(logits, spec, exports_dir / stablehlo_export.DIRECTORY,
+                                   class_names=class_names)
+  stablehlo = _row('stablehlo', artifact, restored, stablehlo_export.stablehlo_logits(
+      artifact, images, batch_size=config.eval_batch_size))
+  return Deployed(rows=rows, stablehlo=stablehlo)

@@ -1,0 +1,149 @@
+"""`--mode=predict`: the top-k classes of image files, from a trained run.
+
+Images (files, folders, archives; any size) are prepared as the training data was
+(`deploy.images`) and classified with one of the run's formats:
+  checkpoint                    the latest checkpoint's `model` item (right after training)
+  float32, bfloat16, int8, compressed   `--mode=export`'s files, dequantised
+  onnx, onnx_int8               the ONNX files, run by ONNX Runtime (CPU)
+  stablehlo                     the jax.export artifact
+The JAX ones run the folded inference function (`deploy.inference`) in fixed-size
+batches on the default device, one compilation. The default is `float32` where the
+run was exported, else `checkpoint`. Unreadable files are reported beside the others;
+only when no image at all could be read is it an error.
+
+Nothing is written to the workdir and no lock is taken: predicting while the run
+trains reads its newest committed checkpoint.
+"""
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from squeezenet_jax import checkpoints
+from squeezenet_jax import sharding
+from squeezenet_jax import workdir as workdir_lib
+from squeezenet_jax.deploy import images as images_lib
+from squeezenet_jax.deploy import inference
+from squeezenet_jax.deploy import onnx_export
+from squeezenet_jax.deploy import predictions
+from squeezenet_jax.deploy import stablehlo_export
+from squeezenet_jax.errors import UserError
+from squeezenet_jax.modes import evaluate
+from squeezenet_jax.modes import export
+from squeezenet_jax.training import setup
+
+ONNX_FORMATS = {'onnx': onnx_export.FLOAT32_DIR, 'onnx_int8': onnx_export.INT8_DIR}
+FORMATS = ('checkpoint', *export.FORMATS, *ONNX_FORMATS, 'stablehlo')
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+  format: str
+  names: list[str]  # the images classified, in the order found
+  top: list[predictions.Top]  # their top-k (class, probability), most probable first
+  errors: list[tuple[str, str]]  # (file, why it could not be read)
+
+  def text(self, as_json: bool) -> str:
+    render = predictions.json_lines if as_json else predictions.table
+    return render(self.names, self.top, self.errors)
+
+
+def _exports(workdir: str) -> Path:
+  return Path(workdir) / export.EXPORTS_DIR
+
+
+def default_format(workdir: str) -> str:
+  """float32 where the run was exported, else its checkpoint."""
+  return 'float32' if (_exports(workdir) / 'float32').is_dir() else 'checkpoint'
+
+
+def _onnx_path(workdir: str, fmt: str) -> Path:
+  return _exports(workdir) / ONNX_FORMATS[fmt] / onnx_export.MODEL_FILE
+
+
+def _stablehlo_path(workdir: str) -> Path:
+  return _exports(workdir) / stablehlo_export.DIRECTORY / stablehlo_export.MODEL_FILE
+
+
+def class_names(workdir: str) -> list[str] | None:
+  """classes.json (written by training); for older runs, the names the exports carry."""
+  names = workdir_lib.read_classes(workdir)
+  if names is None and _onnx_path(workdir, 'onnx').is_file():
+    names = onnx_export.class_names(_onnx_path(workdir, 'onnx'))
+  if names is None and _stablehlo_path(workdir).is_file():
+    names = stablehlo_export.read_metadata(_stablehlo_path(workdir)).get('class_names')
+  return names
+
+
+def _model(workdir: str, config, fmt: str, fallback: bool) -> dict[str, Any]:
+  """A JAX format's weights as float32 numpy trees (params, batch_stats)."""
+  if fmt == 'checkpoint':
+    checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir),
+                                            read_only=True)
+    _, variables, step = setup.restore_model(config, checkpointer, sharding.make_mesh(),
+                                             fallback=fallback)
+    logging.info('Classifying with the checkpoint of step %d', step)
+    return export.to_numpy(variables)
+  directory = _exports(workdir) / fmt
+  if not directory.is_dir():
+    raise UserError(f'no {fmt} export in {directory}: run --mode=export --workdir={workdir} '
+                    'first (or leave out --format to use the checkpoint)')
+  return export.load(fmt, directory)
+
+
+def logits(workdir: str, config, fmt: str, images: np.ndarray,
+           fallback: bool = False) -> np.ndarray:
+  """Logits of uint8 [N, S, S, 3] images from the run's `fmt`."""
+  if fmt in ONNX_FORMATS:
+    return onnx_export.onnx_logits(_onnx_path(workdir, fmt), images)
+  if fmt == 'stablehlo':
+    return stablehlo_export.stablehlo_logits(_stablehlo_path(workdir), images,
+                                             batch_size=config.eval_batch_size)
+  fn = inference.logits_fn(config, _model(workdir, config, fmt, fallback))
+  return inference.batched_logits(fn, images, batch_size=config.eval_batch_size)
+
+
+def predict(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
+            fmt: str | None = None, top_k: int = 3, fallback: bool = False) -> Predictions:
+  """Classifies the images under `paths` (none, if none could be read)."""
+  config = evaluate.run_config(workdir, overrides)
+  fmt = fmt or default_format(workdir)
+  if fmt not in FORMATS:
+    raise UserError(f'unknown --format={fmt}; expected one of: {", ".join(FORMATS)}')
+  if top_k < 1:
+    raise UserError(f'--top_k={top_k} must be at least 1')
+  found = images_lib.read_images(paths, config.data.image_size)
+  for name, error in found.errors:
+    logging.warning('cannot classify %s: %s', name, error)
+  if not found.names:
+    return Predictions(format=fmt, names=[], top=[], errors=found.errors)
+  scores = logits(workdir, config, fmt, found.images, fallback=fallback)
+  logging.info('Classified %d image(s) with the %s format of %s (%d unreadable)',
+               len(found.names), fmt, workdir, len(found.errors))
+  return Predictions(format=fmt, names=found.names,
+                     top=predictions.top_k(scores, top_k, class_names(workdir)),
+                     errors=found.errors)
+
+
+def run(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
+        fmt: str | None = None, top_k: int = 3, as_json: bool = False,
+        fallback: bool = False) -> Predictions:
+  """Prints a table, or JSON lines (one object per image or unreadable file).
+
+  Raises UserError (one line, exit 2) when no image could be classified; with
+  `--json` each unreadable file's object is printed first.
+  """
+  result = predict(workdir, overrides, paths, fmt=fmt, top_k=top_k, fallback=fallback)
+  if result.names or as_json:
+    sys.stdout.write(result.text(as_json))
+    sys.stdout.flush()
+  if not result.names:
+    shown = '; '.join(f'{name}: {error}' for name, error in result.errors[:3])
+    more = f' (and {len(result.errors) - 3} more)' if len(result.errors) > 3 else ''
+    raise UserError(f'no image could be classified: {shown}{more}')
+  return result

@@ -58,6 +58,21 @@ def step_accounting(step_dir: str | os.PathLike) -> dict[str, int]:
   return sizes
 
 
+# What the OS said, found in the long messages orbax and TensorStore wrap it in.
+_OS_ERRORS = ('No space left on device', 'Read-only file system', 'Permission denied',
+              'Disk quota exceeded')
+
+
+def _write_failure(error: Exception) -> str:
+  """The cause of a failed write in a few words: the OS error where one is quoted."""
+  text = str(error)
+  cause = next((reason for reason in _OS_ERRORS if reason in text), None)
+  if cause:
+    return cause
+  lines = text.strip().splitlines()
+  return f'{type(error).__name__}: {lines[0][:200] if lines else ""}'
+
+
 def _has_arrays(tree: Any) -> bool:
   return bool(jax.tree.leaves(tree))
 
@@ -109,9 +124,8 @@ class Checkpointer:
     except (UserError, WriteError):
       raise
     except Exception as e:  # pylint: disable=broad-except  # OSError, ValueError, ...
-      lines = str(e).strip().splitlines()
       raise WriteError(f'could not save checkpoint {what} in {self.directory}: '
-                       f'{type(e).__name__}: {lines[0][:300] if lines else ""}') from None
+                       f'{_write_failure(e)}') from None
 
   def restore(self, abstract_items: dict[str, Any], step: int | None = None,
               fallback: bool = False) -> tuple[dict[str, Any], int]:

@@ -114,7 +114,7 @@ def test_smoke_plan_killed_then_resumed_then_all_done(tmp_path):
   summary = (out / 'summary.md').read_text()
   for text in ('| Step |', 'Versions: python', 'jax ', 'Card:', 'seeds: mean ± std over 3',
                'sweep_versions: alexnet', 'sweep_bypass: model.bypass=complex',
-               '--mode=export', 'eval_tta=True', 'benchmarks.benchmark'):
+               '--mode=export', 'eval_tta=true', 'benchmarks.benchmark'):
     assert text in summary, text
   print(f'smoke run after the kill (every step but speed): {smoke_seconds:.0f} s')
 
@@ -170,7 +170,7 @@ def test_estimates_scale_by_macs_and_never_speed_up_smaller_models():
   assert math.isclose(estimator.training(entry(100e6)) - same, (slower - 1) * 10 * validated)
   assert estimator.training(entry(5e6)) == same  # smaller: not assumed faster
   assert estimator.step('alexnet') > estimator.step('squeezenet')
-  assert estimator.step('seeds') == 2 * (same + 2 * scale.process_allowance)
+  assert estimator.step('seeds') == 2 * same  # training scores TTA itself: no evaluations
   assert math.isclose(estimator.step('sweep_versions'),
                       estimator.training(entry(5e6)) + estimator.training(entry(100e6))
                       + scale.process_allowance)

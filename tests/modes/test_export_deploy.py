@@ -52,7 +52,7 @@ def test_onnx_float32_and_stablehlo_score_what_the_trainer_scored(run):
 
 def test_int8_is_within_a_point_of_float32_and_under_half_its_size(run):
   float32, int8 = run['rows']['onnx'], run['rows']['onnx_int8']
-  assert abs(int8['accuracy'] - float32['accuracy']) <= 0.01
+  assert abs(int8['accuracy'] - float32['accuracy']) <= 0.01 + 1e-6  # 5 of 500 images
   assert int8['bytes'] < float32['bytes'] / 2
   assert (float32['path'], int8['path']) == ('exports/onnx', 'exports/onnx_int8')
   assert (int8['calibration_split'], int8['calibration_images']) == ('train', 512)

@@ -18,7 +18,7 @@ from conftest import restored_params
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.sweep_launchers import worker
 
-EPOCHS = 8  # of two 32-image steps: long enough to be interrupted twice mid-point
+EPOCHS = 8  # of eight 32-image steps: long enough to be interrupted twice mid-point
 NAMES = ('seed=0', 'seed=1')
 CONFIG = f'''"""Seeds of a tiny SqueezeNet without BatchNorm (compiles fastest)."""
 
@@ -29,7 +29,7 @@ from squeezenet_jax.config_utils import product
 def get_config():
   config = tiny.get_config()
   config.num_epochs = {EPOCHS}
-  config.data.synthetic_train_size = 128
+  config.data.synthetic_train_size = 320
   config.data.synthetic_eval_size = 64
   config.data.val_size = 64
   config.model.batch_norm = False

@@ -32,16 +32,13 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from squeezenet_jax import checkpoints
-from squeezenet_jax import evaluate
-from squeezenet_jax import export
-from squeezenet_jax import input_pipeline
 from squeezenet_jax import quantize
-from squeezenet_jax import train
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.compression import container
 from squeezenet_jax.compression import entropy
 from squeezenet_jax.compression import qat
+from squeezenet_jax.modes import evaluate
+from squeezenet_jax.modes import export
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'a trained run', required=True)
 _OUT = flags.DEFINE_string('out', '', 'write the results here as JSON')
@@ -131,11 +128,8 @@ def _kernels(tree):
 def main(argv):
   del argv
   workdir = _WORKDIR.value
-  config = evaluate.run_config(workdir, {})
-  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), read_only=True)
-  split = input_pipeline.resolve_eval_split(config.data)
-  exp = train.Experiment(config, splits=(split,) if _SCORE.value else ())
-  model = export.restore_model(checkpointer, config, exp.mesh)
+  restored = evaluate.RestoredRun(workdir, evaluate.run_config(workdir, {}))
+  model = export.to_numpy(restored.variables)
   params = model['params']
   num_kernel = sum(x.size for _, x in _kernels(params))
   num_params = sum(x.size for x in jax.tree.leaves(params))
@@ -145,7 +139,7 @@ def main(argv):
     if not _SCORE.value:
       return None
     weights = quantize.dequantize({'params': encoded_params, 'batch_stats': {}})['params']
-    return export.score(exp, split, {'params': weights, 'batch_stats': model['batch_stats']})[
+    return export.score(restored, {'params': weights, 'batch_stats': model['batch_stats']})[
         'accuracy']
 
   def file_rows(name, encoded_params, current_export=False):
@@ -162,7 +156,7 @@ def main(argv):
       for raw in container.RAW_DTYPES:
         container.write(tmp / 'c', tree, 'ans', raw)
         loaded = quantize.dequantize(container.read(tmp / 'c'))
-        rows[f'accuracy_{raw}'] = export.score(exp, split, loaded)['accuracy']
+        rows[f'accuracy_{raw}'] = export.score(restored, loaded)['accuracy']
     print(name, rows, flush=True)
     return rows
 

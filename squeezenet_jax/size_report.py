@@ -125,16 +125,6 @@ def carried(previous: dict[str, Any] | None) -> dict[str, Any]:
           if previous and previous.get(key) is not None}
 
 
-def frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """The rows no smaller row beats on accuracy (accuracy against bytes), smallest first."""
-  best, kept = -1.0, []
-  for row in sorted(rows, key=lambda r: (r['bytes'], -r['accuracy'])):
-    if row['accuracy'] > best:
-      kept.append(row)
-      best = row['accuracy']
-  return kept
-
-
 def _smallest_at(rows: list[dict[str, Any]], accuracy: float) -> dict[str, Any] | None:
   at = [r for r in rows if r['accuracy'] >= accuracy - 1e-9]
   return min(at, key=lambda r: r['bytes']) if at else None

@@ -31,7 +31,7 @@ import json
 import shutil
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +61,9 @@ COMPRESS_DIR = 'compress'
 FILE = 'model.sqz'
 STAGE_FILE = 'stage.json'  # a stage's settings, for the check on rerun
 EXPORT_FILE = 'export.json'  # a finished stage's sizes.json row
-_RECIPE = ('epochs', 'optimizer', 'learning_rate', 'warmup_epochs')
+# The run's recipe fields a stage sets: run field -> stage field.
+_RECIPE = {'num_epochs': 'epochs', 'optimizer': 'optimizer', 'learning_rate': 'learning_rate',
+           'warmup_epochs': 'warmup_epochs'}
 TRANSFORM = steps_lib.ParamTransform(plan.effective_params, plan.after_update)
 
 Tree = dict[str, Any]
@@ -92,12 +94,9 @@ def run_config(workdir: str, overrides: dict[str, Any],
 
 def stage_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
   """The run's config with the stage's recipe: epochs, optimizer, learning rate, warmup."""
-  stage = config.compress[name]
   tuned = ml_collections.ConfigDict(config.to_dict())
-  tuned.num_epochs = stage.epochs
-  tuned.optimizer = stage.optimizer
-  tuned.learning_rate = stage.learning_rate
-  tuned.warmup_epochs = stage.warmup_epochs
+  for field, stage_field in _RECIPE.items():
+    tuned[field] = config.compress[name][stage_field]
   return tuned
 
 
@@ -118,13 +117,12 @@ def stage_key(seed: int, name: str) -> jax.Array:
   return jax.random.fold_in(rng.root_key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
-class Start:
-  """What a stage starts from: float params (nnx pure dict), BN statistics, history."""
-
-  def __init__(self, params: Tree, batch_stats: nnx.State, epochs: int,
-               record: dict[str, Any]):
-    self.params, self.batch_stats, self.epochs, self.record = (params, batch_stats, epochs,
-                                                               record)
+class Start(NamedTuple):
+  """What a stage starts from: the run's checkpoint or an earlier stage's result."""
+  params: Tree  # float, an nnx pure dict
+  batch_stats: nnx.State
+  epochs: int  # fine-tuning epochs behind it
+  record: dict[str, Any]  # what decided it (`_stage_record`)
 
 
 def _stage_record(config: ml_collections.ConfigDict, name: str, start: Start) -> dict:

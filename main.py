@@ -18,9 +18,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-MODES = ('train', 'eval', 'summary', 'sweep', 'export', 'predict')
+MODES = ('train', 'eval', 'summary', 'sweep', 'export', 'compress', 'predict')
 # Modes on a trained run, and the config groups each may override.
-RUN_MODES = {'eval': ('data.',), 'export': ('data.', 'export.'), 'predict': ('data.',)}
+RUN_MODES = {'eval': ('data.',), 'export': ('data.', 'export.'),
+             'compress': ('data.', 'compress.'), 'predict': ('data.',)}
 _RUN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'run.py')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'ml-collections config file.',
@@ -32,8 +33,8 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
 _TTA = flags.DEFINE_bool('tta', False, 'eval: also score mirrored-and-averaged logits (*_tta).')
 _CHECKPOINT_FALLBACK = flags.DEFINE_bool(
     'checkpoint_fallback', False,
-    'train, eval, export, predict: if the latest checkpoint is corrupt, use the newest '
-    'readable one.')
+    'train, eval, export, compress, predict: if the latest checkpoint is corrupt, use the '
+    'newest readable one.')
 _FORMAT = flags.DEFINE_string(
     'format', None, 'predict: checkpoint, float32, bfloat16, int8, compressed, onnx, '
     'onnx_int8 or stablehlo (default: float32 if exported, else the checkpoint).')
@@ -115,6 +116,11 @@ def _run(mode: str, workdir: str, paths: list[str]) -> None:
   if mode == 'export':
     from squeezenet_jax.modes import export  # pylint: disable=g-import-not-at-top
     export.run(workdir, _run_overrides(mode), fallback=fallback)
+    return
+  if mode == 'compress':
+    from squeezenet_jax.modes import compress  # pylint: disable=g-import-not-at-top
+    defaults = _CONFIG.value.get('compress') if _CONFIG.value is not None else None
+    compress.run(workdir, _run_overrides(mode), defaults=defaults, fallback=fallback)
     return
   if _CONFIG.value is None:
     raise UserError(f'--mode={mode} needs --config=configs/<name>.py')

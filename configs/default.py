@@ -73,4 +73,48 @@ def get_config() -> ml_collections.ConfigDict:
   config.export = ml_collections.ConfigDict()
   config.export.prune_fraction = 0.2  # of each kernel's weights, smallest |w| first
   config.export.bits = 6  # codebook of 2**bits values per kernel, one the pruned zero
+
+  # --mode=compress: fine-tuned compression of a trained run, one stage per format
+  # (W/exports/<stage>/, rows of sizes.json). Read from the run's config.json; runs
+  # trained before this block existed get these values. Tuned on the validation split
+  # of the 10,000-image CPU run (README, "Compression").
+  config.compress = ml_collections.ConfigDict()
+  config.compress.stages = 'pruned,shared,qat_int8,qat_int4'  # run in this order
+  config.compress.coding = 'ans'  # ans (entropy coded) | packed (a byte or nibble per code)
+  config.compress.vector_dtype = 'float16'  # biases and BatchNorm vectors in the files
+  # The workdir of another compressed run (e.g. AlexNet on the same data): its formats
+  # are drawn on sizes.png and compared at equal accuracy in sizes.md.
+  config.compress.reference_workdir = ''
+  # Gradual magnitude pruning (Zhu & Gupta) from the run's checkpoint; int8 codes.
+  config.compress.pruned = _stage(method='prune', bits=8, sparsity=0.6, epochs=8,
+                                  learning_rate=0.02)
+  # Deep Compression: the pruned model's kernels k-means-shared, centroids trained.
+  config.compress.shared = _stage(method='share', start='pruned', bits=4, epochs=3,
+                                  optimizer='adamw', learning_rate=1e-4, warmup_epochs=0.0)
+  # Quantization-aware training (qwix) from the run's checkpoint.
+  config.compress.qat_int8 = _stage(method='qat', bits=8, epochs=1, learning_rate=0.002,
+                                    warmup_epochs=0.0)
+  config.compress.qat_int4 = _stage(method='qat', bits=4, epochs=6, learning_rate=0.02)
   return config
+
+
+def _stage(**fields) -> ml_collections.ConfigDict:
+  """One `--mode=compress` stage: every stage has every field, so each can be overridden."""
+  stage = ml_collections.ConfigDict({
+      'method': 'prune',  # prune | share | qat
+      'start': '',  # '' = the run's latest checkpoint, else an earlier stage's result
+      'bits': 8,  # prune: bits of the exported codes (8, 4); share: codebook bits (1-8);
+      # qat: weight bits (8, 4)
+      'sparsity': 0.0,  # prune: final fraction of kernel weights at zero; share: extra
+      # post-training pruning before clustering
+      'scope': 'layer',  # prune: layer (each kernel alike) | global (one threshold)
+      'initial_sparsity': 0.0,  # prune: the schedule's start
+      'ramp': 0.5,  # prune: fraction of the stage's steps over which sparsity rises
+      'frequency': 1,  # prune: steps between mask updates
+      'epochs': 1,  # fine-tuning epochs of this stage
+      'optimizer': 'sgd',  # sgd (Nesterov) | adamw, with the run's momentum and decay
+      'learning_rate': 0.01,  # peak of the stage's warmup-cosine schedule
+      'warmup_epochs': 0.5,
+  })
+  stage.update(fields)
+  return stage

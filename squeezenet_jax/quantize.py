@@ -124,10 +124,15 @@ def kmeans_1d(x: np.ndarray, k: int, iterations: int = LLOYD_ITERATIONS) -> tupl
   return centroids.astype(np.float32), _nearest(x, centroids)
 
 
-def share_weights(w: np.ndarray, bits: int, prune_fraction: float) -> SharedWeights:
-  """Prunes then clusters one kernel into 2**bits codes, code 0 the exact zero."""
+def share_weights(w: np.ndarray, bits: int, prune_fraction: float = 0.0,
+                  keep: np.ndarray | None = None) -> SharedWeights:
+  """Prunes then clusters one kernel into 2**bits codes, code 0 the exact zero.
+
+  `keep` (w's shape), when given, is the pruning mask instead of `prune_fraction`:
+  e.g. the mask that pruning with retraining left.
+  """
   w = np.asarray(w, np.float32)
-  keep = prune_mask(w, prune_fraction).ravel()
+  keep = (prune_mask(w, prune_fraction) if keep is None else np.asarray(keep, bool)).ravel()
   kept = w.ravel()[keep]
   centroids, assignment = kmeans_1d(kept, 2**bits - 1)
   indices = np.zeros(w.size, np.uint8)

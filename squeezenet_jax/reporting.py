@@ -139,7 +139,8 @@ def scatter_chart(path: str | Path, series: Sequence[Series], *, title: str, sub
                 marker='o', linestyle='-' if s.connect else 'none', capsize=3,
                 label=s.name, zorder=3)
     for p in points:
-      texts.append(ax.text(p.x, p.y, p.label, fontsize=8))
+      if p.label:  # unlabelled points (e.g. a frontier line's) get no text
+        texts.append(ax.text(p.x, p.y, p.label, fontsize=8))
       xs.append(p.x)
       ys.append(p.y)
       if p.yerr is not None:  # the range shows the whole error bar
@@ -370,17 +371,23 @@ def model_name(model: Mapping[str, Any]) -> str:
   return 'AlexNet' if model['name'] == 'alexnet' else model['name']
 
 
+def _optional(row: dict[str, Any], key: str, spec: str) -> str:
+  return format(row[key], spec) if row.get(key) is not None else ''
+
+
 def sizes_markdown(report: dict[str, Any]) -> str:
   """A readable sizes.md: exports, the AlexNet baseline, then the training checkpoints."""
   alexnet = report['alexnet']
   formats = report['formats'] + ([report['stablehlo']] if report.get('stablehlo') else [])
-  rows = [[row['format'], megabytes(row['bytes']), f"{row['vs_float32']:.3f}",
+  rows = [[row['format'], megabytes(row['bytes']), _optional(row, 'bits_per_param', '.2f'),
+           f"{row['vs_float32']:.3f}",
            f"{row['alexnet_ratio']:,.0f}x" if row['alexnet_ratio'] else '-',
-           f"{row['accuracy']:.4f}", f"{row['accuracy_delta']:+.4f}"]
+           f"{row['accuracy']:.4f}", f"{row['accuracy_delta']:+.4f}",
+           _optional(row, 'sparsity', '.1%'), _optional(row, 'finetune_epochs', 'd')]
           for row in formats]
   if alexnet:
     rows.append([f"AlexNet float32 (analytic, {alexnet['params']:,} params)",
-                 megabytes(alexnet['float32_bytes']), '', '1x', '', ''])
+                 megabytes(alexnet['float32_bytes']), '32.00', '', '1x', '', '', '', ''])
   export = report['export']
   training = report['checkpoints']['steps'][str(report['checkpoints']['latest_step'])]
   lines = [
@@ -388,13 +395,16 @@ def sizes_markdown(report: dict[str, Any]) -> str:
       f"Accuracy on `{report['eval_split']}` ({report['eval_images']:,} images), each "
       'export reloaded from disk. Analytic float32 size (params x 4): '
       f"{megabytes(report['analytic_bytes'])}. MB = 10^6 bytes.", '',
-      *markdown_table(['Format', 'Bytes on disk', 'vs float32', 'AlexNet fp32 / this',
-                       'Accuracy', 'Δ vs float32'], rows, [False] + [True] * 5),
+      *markdown_table(['Format', 'Bytes on disk', 'Bits/param', 'vs float32',
+                       'AlexNet fp32 / this', 'Accuracy', 'Δ vs float32', 'Sparsity',
+                       'Fine-tune epochs'], rows, [False] + [True] * 8),
       '', '`float32` is the inference checkpoint: parameters and BN statistics, '
       'without the optimizer state of the training checkpoint, which weighs '
       f"{megabytes(training['total_bytes'])}. `compressed`: "
       f"{export['prune_fraction']:.0%} of each kernel pruned, {export['bits']}-bit "
-      'per-kernel codebooks, a byte per index, lzma.', *_deploy_markdown(formats), '',
+      'per-kernel codebooks, a byte per index, lzma. Bits/param: file bits per '
+      f"parameter ({report['params']:,}).", *_deploy_markdown(formats), '',
+      *_compress_markdown(report),
       *_checkpoint_markdown(report['checkpoints'])]
   return '\n'.join(lines) + '\n'
 
@@ -412,6 +422,53 @@ def _deploy_markdown(formats: list[dict[str, Any]]) -> list[str]:
     lines[-1] += (" `onnx_int8`: ONNX Runtime's static quantizer (QDQ, int8 weights per "
                   f"output channel, int8 activations) calibrated on {int8['calibration_images']:,} "
                   f"images of `{int8['calibration_split']}`.")
+  return lines
+
+
+_METHODS = {'prune': 'gradual magnitude pruning to {sparsity:.0%} (Zhu & Gupta), {bits}-bit '
+                     'codes',
+            'share': 'trained k-means weight sharing, {bits}-bit codebooks per kernel',
+            'qat': 'quantization-aware training (qwix), int{bits} weights per output channel'}
+
+
+def _compress_markdown(report: dict[str, Any]) -> list[str]:
+  """What each `--mode=compress` format is, and the reference model at equal accuracy."""
+  compress = report.get('compress')
+  if not compress:
+    return []
+  names = [r['format'] for r in report['formats'] if r.get('method')]
+  lines = ['## Fine-tuned compression (`--mode=compress`)', '']
+  for name in names:
+    stage = compress.get(name, {})
+    if not stage:
+      continue
+    start = f"from `{stage['start']}`" if stage['start'] else 'from the checkpoint'
+    lines.append(f"- `{name}`: {_METHODS[stage['method']].format(**stage)}, {start}, "
+                 f"{stage['epochs']} epochs ({stage['optimizer']}, peak learning rate "
+                 f"{stage['learning_rate']:g}).")
+  lines += ['', f"Codes {compress['coding']}-coded, vectors {compress['vector_dtype']}; "
+            'fine-tune epochs count the stages a format starts from.', '']
+  reference = report.get('reference')
+  if reference:
+    lines += _reference_markdown(report, reference)
+  return lines
+
+
+def _reference_markdown(report: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+  rows = [[row['format'], megabytes(row['bytes']), _optional(row, 'bits_per_param', '.2f'),
+           f"{row['accuracy']:.4f}", f"{row['accuracy_delta']:+.4f}"]
+          for row in reference['formats']]
+  name = model_name(reference['model'])
+  lines = [f"### {name} ({reference['params']:,} parameters, `{reference['workdir']}`)", '',
+           *markdown_table(['Format', 'Bytes on disk', 'Bits/param', 'Accuracy',
+                            'Δ vs float32'], rows, [False] + [True] * 4), '']
+  equal = reference.get('equal_accuracy')
+  if equal:
+    lines += [f"At equal accuracy (at least {equal['accuracy']:.4f}, the weaker float32 "
+              f"less one point), {model_name(report['model'])} needs "
+              f"{megabytes(equal['bytes'])} (`{equal['format']}`) and {name} "
+              f"{megabytes(equal['reference_bytes'])} (`{equal['reference_format']}`): "
+              f"{equal['ratio']:,.1f}x.", '']
   return lines
 
 
@@ -439,20 +496,46 @@ def _codec_text(codec: dict[str, Any] | None) -> str:
   return f"arrays {name(codec['arrays'])}, OCDBT index {name(codec['index'])}"
 
 
-def sizes_chart(report: dict[str, Any], path: str | Path) -> None:
-  """Accuracy against bytes on disk (log x), with 1 MB and AlexNet's float32 size."""
+def _frontier_series(name: str, rows: list[dict[str, Any]], prefix: str = '') -> list[Series]:
+  """A model's formats as labelled points, and its accuracy-against-bytes frontier."""
   points = [Point(row['bytes'], row['accuracy'],
-                  f"{row['format']} ({row['bytes'] / 1e6:.3g} MB)")
-            for row in report['formats']]
+                  f"{prefix}{row['format']} ({row['bytes'] / 1e6:.3g} MB)") for row in rows]
+  best, frontier = -1.0, []
+  for p in sorted(points, key=lambda p: (p.x, -p.y)):
+    if p.y > best:
+      frontier.append(Point(p.x, p.y, ''))
+      best = p.y
+  return [Series(name, points), Series(f'{name} frontier', frontier, connect=True)]
+
+
+def sizes_chart(report: dict[str, Any], path: str | Path) -> None:
+  """Accuracy against bytes on disk (log x), with 1 MB and AlexNet's float32 size.
+
+  With `--mode=compress`'s formats, each model's frontier is drawn (the formats no
+  smaller one beats), and a reference run's formats (AlexNet) on the same axes.
+  """
+  name = model_name(report['model'])
+  reference = report.get('reference')
+  if report.get('compress') or reference:
+    series = _frontier_series(name, report['formats'])
+    if reference:
+      series += _frontier_series(model_name(reference['model']), reference['formats'],
+                                 prefix=f"{model_name(reference['model'])} ")
+  else:
+    series = [Series(None, [Point(row['bytes'], row['accuracy'],
+                                  f"{row['format']} ({row['bytes'] / 1e6:.3g} MB)")
+                            for row in report['formats']])]
   references = [Reference('1 MB', x=1e6, style=':')]
   if report['alexnet']:
     references.append(Reference(
         f"AlexNet float32 ({report['alexnet']['float32_bytes'] / 1e6:.0f} MB)",
         x=report['alexnet']['float32_bytes']))
   trained = report.get('trained', {})
+  if reference:
+    name = f"{name} and {model_name(reference['model'])}"
   scatter_chart(
-      path, [Series(None, points)],
-      title=f"{model_name(report['model'])}: accuracy against size on disk",
+      path, series,
+      title=f'{name}: accuracy against size on disk',
       subtitle=run_subtitle(report.get('config', {'data': {'source': 'synthetic'}}),
                             trained.get('epochs'), trained.get('images_seen'),
                             f"scored on {report['eval_split']} "

@@ -99,15 +99,73 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'profile_epoch': at_least(0, integer=True),
     'export.prune_fraction': fraction(),
     'export.bits': (lambda x: _integer(x) and 1 <= x <= 8, 'an integer from 1 to 8'),
+    'compress.stages': ((lambda x: isinstance(x, str) and bool(x.strip())),
+                        'a comma-separated list of stages (compress.<stage> blocks)'),
+    'compress.coding': one_of('ans', 'packed'),
+    'compress.vector_dtype': one_of('float32', 'float16'),
+    'compress.reference_workdir': ((lambda x: isinstance(x, str)), 'a path or empty'),
 }
+
+# The fields of every `compress.<stage>` block (see configs/default.py).
+STAGE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    'method': one_of('prune', 'share', 'qat'),
+    'start': ((lambda x: isinstance(x, str)), "'' (the run's checkpoint) or a stage name"),
+    'bits': (lambda x: _integer(x) and 1 <= x <= 8, 'an integer from 1 to 8'),
+    'sparsity': fraction(),
+    'scope': one_of('layer', 'global'),
+    'initial_sparsity': fraction(),
+    'ramp': fraction(high_open=False),
+    'frequency': at_least(1, integer=True),
+    'epochs': at_least(0, integer=True),
+    'optimizer': one_of('sgd', 'adamw'),
+    'learning_rate': above(0),
+    'warmup_epochs': at_least(0),
+}
+# Bits each method can write: qwix's int8/int4 codes, or a 1-8 bit codebook.
+_STAGE_BITS = {'prune': (8, 4), 'qat': (8, 4), 'share': tuple(range(1, 9))}
+
+
+def _check(field: str, value: Any, rule: tuple[Callable[[Any], bool], str]) -> None:
+  check, allowed = rule
+  if not check(value):
+    raise UserError(f'config field {field}={value!r} is not allowed: it must be {allowed}')
+
+
+def compress_stages(config: ml_collections.ConfigDict) -> list[str]:
+  """The stage names of `compress.stages`, each checked: its block, fields and start."""
+  compress = config.compress
+  blocks = [k for k, v in compress.items() if isinstance(v, ml_collections.ConfigDict)]
+  names = [n.strip() for n in compress.stages.split(',') if n.strip()]
+  for i, name in enumerate(names):
+    if name not in blocks:
+      raise UserError(f'config field compress.stages={compress.stages!r} names {name!r}, '
+                      f'which is not a stage; the stages are {", ".join(blocks)}')
+    if name in names[:i]:
+      raise UserError(f'config field compress.stages={compress.stages!r} names {name!r} '
+                      'twice')
+    stage = compress[name]
+    for field, rule in STAGE_RULES.items():
+      _check(f'compress.{name}.{field}', stage.get(field), rule)
+    if stage.bits not in _STAGE_BITS[stage.method]:
+      raise UserError(f'config field compress.{name}.bits={stage.bits} is not allowed '
+                      f'with method {stage.method}: it must be one of '
+                      f'{", ".join(map(str, _STAGE_BITS[stage.method]))}')
+    if stage.initial_sparsity > stage.sparsity:
+      raise UserError(f'config field compress.{name}.initial_sparsity='
+                      f'{stage.initial_sparsity} exceeds compress.{name}.sparsity='
+                      f'{stage.sparsity}')
+    if stage.start and stage.start not in names[:i]:
+      raise UserError(f'config field compress.{name}.start={stage.start!r} is not allowed: '
+                      f"it must be '' (the run's checkpoint) or a stage listed before "
+                      f'{name!r} in compress.stages ({compress.stages!r})')
+  return names
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises a UserError naming the first field outside its allowed values."""
   present = set(config_utils.field_names(config))
-  for field, (check, allowed) in RULES.items():
-    if field not in present:
-      continue
-    value = config_utils.get_field(config, field)
-    if not check(value):
-      raise UserError(f'config field {field}={value!r} is not allowed: it must be {allowed}')
+  for field, rule in RULES.items():
+    if field in present:
+      _check(field, config_utils.get_field(config, field), rule)
+  if 'compress.stages' in present:
+    compress_stages(config)

@@ -137,14 +137,31 @@ def run(workdir: str, overrides: dict[str, Any], fallback: bool = False) -> dict
   with workdir_lib.locked(workdir, 'export'):
     restored = evaluate.RestoredRun(workdir, config, fallback=fallback)
     model = to_numpy(restored.variables)
-    rows = [export_format(restored, fmt, model, Path(workdir) / EXPORTS_DIR / fmt, settings)
-            for fmt in FORMATS]
+    rows = export_rows(restored, model, settings)
     deployed = export_deploy.export(restored, model, Path(workdir) / EXPORTS_DIR)
-    rows += deployed.rows
-    report = size_report.build(
-        config, rows, size_fields=restored.size_fields(), checkpointer=restored.checkpointer,
-        raw_item_bytes=size_report.raw_item_bytes(config, restored.variables),
-        eval_split=restored.split, eval_images=restored.num_images, settings=settings,
-        trained=restored.trained(), stablehlo=deployed.stablehlo)
+    # Formats of other modes (--mode=compress) stay in the report.
+    previous = size_report.previous_report(workdir, restored.split, restored.num_images,
+                                           restored.step)
+    report = build_report(restored, size_report.kept_rows(previous, rows + deployed.rows),
+                          settings, **{**size_report.carried(previous),
+                                       'stablehlo': deployed.stablehlo})
     reporting.write_sizes(workdir, report)
   return report
+
+
+def export_rows(restored: evaluate.RestoredRun, model: Tree,
+                settings: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  """The orbax and lzma formats (`FORMATS`), exported, reloaded and scored."""
+  return [export_format(restored, fmt, model, Path(restored.workdir) / EXPORTS_DIR / fmt,
+                        settings) for fmt in FORMATS]
+
+
+def build_report(restored: evaluate.RestoredRun, rows: list[dict[str, Any]],
+                 settings: ml_collections.ConfigDict, **kwargs) -> dict[str, Any]:
+  """sizes.json's dict for `rows` of the restored run (`size_report.build`)."""
+  return size_report.build(
+      restored.config, rows, size_fields=restored.size_fields(),
+      checkpointer=restored.checkpointer,
+      raw_item_bytes=size_report.raw_item_bytes(restored.config, restored.variables),
+      eval_split=restored.split, eval_images=restored.num_images, settings=settings,
+      trained=restored.trained(), **kwargs)

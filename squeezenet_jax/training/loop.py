@@ -54,24 +54,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                  config.num_epochs * trainer.steps_per_epoch)
     if finished is not None:
       return finished
-    if checkpointer.latest_step() is not None:
-      trainer.restore(checkpointer, fallback=checkpoint_fallback)
-      logging.info('Resumed from step %d', trainer.step)
-    writer = stack.enter_context(contextlib.closing(metrics_lib.MetricsWriter(
-        f'{workdir}/{workdir_lib.METRICS_FILE}', f'{workdir}/tensorboard')))
-    writer.truncate_after(trainer.step)
-    val_metrics = _train_epochs(trainer, checkpointer, writer, workdir)
-    checkpointer.wait()
+    val_metrics = resume_and_train(trainer, checkpointer, workdir,
+                                   fallback=checkpoint_fallback)
     results = _results(trainer, checkpointer, workdir, val_metrics)
     if jax.process_index() == 0:
       results = workdir_lib.merge_json(f'{workdir}/{workdir_lib.RESULTS_FILE}', results)
     return results
 
 
+def resume_and_train(trainer: setup.Trainer, checkpointer: checkpoints.Checkpointer,
+                     directory: str, *, fallback: bool = False) -> dict[str, float]:
+  """Resumes `trainer` from the latest checkpoint, if any, and runs the remaining epochs.
+
+  Training and each stage of `--mode=compress` go through here: metrics to
+  `directory`/metrics.jsonl (rows past the checkpoint dropped) and TensorBoard,
+  checkpoints on the config's cadence, `Preempted` on SIGTERM/SIGINT after a save.
+  Returns the last validation scores ({} when no epoch was left to run).
+  """
+  if checkpointer.latest_step() is not None:
+    trainer.restore(checkpointer, fallback=fallback)
+    logging.info('Resumed from step %d', trainer.step)
+  with contextlib.closing(metrics_lib.MetricsWriter(
+      f'{directory}/{workdir_lib.METRICS_FILE}', f'{directory}/tensorboard')) as writer:
+    writer.truncate_after(trainer.step)
+    val_metrics = _train_epochs(trainer, checkpointer, writer, directory)
+  checkpointer.wait()
+  return val_metrics
+
+
 def _train_epochs(trainer: setup.Trainer, checkpointer: checkpoints.Checkpointer,
                   writer: metrics_lib.MetricsWriter, workdir: str) -> dict[str, float]:
   """Runs the remaining epochs; returns the last validation scores."""
   config, steps = trainer.config, trainer.steps_per_epoch
+  if trainer.step >= config.num_epochs * steps:
+    return {}  # nothing left: no compile
   images, labels = trainer.device_train_data()
   epoch_fn, _ = trainer.compile_epoch(images, labels)
   logging.info('Compiled the train epoch (%d steps of %d) in %.1fs on %d %s device(s)',

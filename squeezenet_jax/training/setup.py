@@ -4,10 +4,13 @@
 device-resident splits); `Trainer` adds the training data on the device, the optimizer,
 the train state and the compiled epoch. `--mode=eval` and `--mode=export` build a
 Scorer and restore only the checkpoint's `model` item: no optimizer, no `opt_state`.
+`--mode=compress` builds a Trainer from a `FineTune` instead of a fresh initialisation.
 """
 
+import dataclasses
 import math
 import time
+from typing import Any
 
 import jax
 import ml_collections
@@ -128,11 +131,27 @@ class Scorer:
     return {k: float(v) for k, v in sharding.to_host(result).items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class FineTune:
+  """Where a fine-tuning run starts instead of a fresh initialisation (`--mode=compress`).
+
+  `variables['params']` is what is trained (the `transform`'s trainable tree), `aux`
+  what the transform carries beside it; `graphdef` is the graph that training and
+  evaluation run on `transform.to_params(trainable, aux)` (e.g. qwix's quantized
+  model, so validation scores the quantized forward pass).
+  """
+  graphdef: nnx.GraphDef
+  variables: dict[str, Any]
+  aux: Any
+  transform: steps_lib.ParamTransform
+  rng: jax.Array  # root key of the fine-tuning's random streams
+
+
 class Trainer:
   """A training run's data on the device, optimizer, state and compiled programs."""
 
   def __init__(self, config: ml_collections.ConfigDict, dataset: dataset_lib.Dataset,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None, *, fine_tune: FineTune | None = None):
     self.config = config
     self.mesh = mesh or sharding.make_mesh()
     sharding.check_batch_size('batch_size', config.batch_size, self.mesh)
@@ -143,16 +162,25 @@ class Trainer:
       raise UserError(f'batch_size={config.batch_size} exceeds the {num_train} '
                       'training images')
     self.optimizer = optim.make_optimizer(config, self.steps_per_epoch)
-    self.graphdef, variables = init_model(config)
+    if fine_tune is None:
+      self.graphdef, variables = init_model(config)
+      train_graphdef, aux, transform = self.graphdef, None, None
+      root = rng.root_key(config.seed)
+    else:
+      self.graphdef = train_graphdef = fine_tune.graphdef
+      variables, aux, transform = fine_tune.variables, fine_tune.aux, fine_tune.transform
+      root = fine_tune.rng
     state = steps_lib.TrainState(
         step=np.zeros((), np.int32), params=variables['params'],
         batch_stats=variables['batch_stats'], opt_state=self.optimizer.tx.init(
-            variables['params']), rng=rng.root_key(config.seed))
+            variables['params']), rng=root, aux=aux)
     replicated = sharding.replicated(self.mesh)
     self.state_sharding = jax.tree.map(lambda _: replicated, state)
     self.state = sharding.put(state, replicated)
     self.scorer = Scorer(config, self.graphdef, dataset, self.mesh)
-    self._train_step = steps_lib.make_train_step(self.graphdef, self.optimizer.tx, config)
+    self._train_step = steps_lib.make_train_step(train_graphdef, self.optimizer.tx, config,
+                                                 transform)
+    self._to_params = jax.jit(transform.to_params) if transform else None
     self.compile_seconds = 0.0  # set by compile_epoch
 
   @property
@@ -161,7 +189,11 @@ class Trainer:
 
   @property
   def model_vars(self) -> ModelVars:
-    return {'params': self.state.params, 'batch_stats': self.state.batch_stats}
+    """The variables the model runs with (after the fine-tuning's transform, if any)."""
+    params = self.state.params
+    if self._to_params is not None:
+      params = self._to_params(params, self.state.aux)
+    return {'params': params, 'batch_stats': self.state.batch_stats}
 
   def score(self, name: str, tta: bool = False) -> dict[str, float]:
     return self.scorer(self.model_vars, name, tta=tta)

@@ -9,7 +9,7 @@ time over the same batches and keys (`resolve_epoch_loop`).
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -34,17 +34,36 @@ class TrainState:
   batch_stats: nnx.State
   opt_state: optax.OptState
   rng: jax.Array  # the root key of `rng.streams`
+  # What a `ParamTransform` needs besides the trainable params (e.g. pruning masks,
+  # weight-sharing codes); None in plain training. Checkpointed in the `model` item.
+  aux: Any = None
 
   def to_items(self) -> dict[str, Any]:
     """The checkpoint items (see checkpoints.ITEMS)."""
-    return {'model': {'params': self.params, 'batch_stats': self.batch_stats},
-            'opt_state': self.opt_state, 'progress': {'step': self.step, 'rng': self.rng}}
+    model = {'params': self.params, 'batch_stats': self.batch_stats}
+    if self.aux is not None:
+      model['aux'] = self.aux
+    return {'model': model, 'opt_state': self.opt_state,
+            'progress': {'step': self.step, 'rng': self.rng}}
 
   @classmethod
   def from_items(cls, items: dict[str, Any]) -> 'TrainState':
     return cls(step=items['progress']['step'], rng=items['progress']['rng'],
                params=items['model']['params'], batch_stats=items['model']['batch_stats'],
-               opt_state=items['opt_state'])
+               opt_state=items['opt_state'], aux=items['model'].get('aux'))
+
+
+class ParamTransform(NamedTuple):
+  """Training something other than the model's params (`--mode=compress`).
+
+  `to_params(trainable, aux)` gives the params the model runs with (inside the loss,
+  so gradients flow to `trainable`: masked weights, centroids of shared weights);
+  `after_update(trainable, aux, step)` runs after the optimizer's update, `step`
+  counting the updates applied so far, this one included (new pruning masks, pruned
+  weights back to zero). Both are traced into the compiled step.
+  """
+  to_params: Callable[[Any, Any], Any]
+  after_update: Callable[[Any, Any, jax.Array], tuple[Any, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,14 +88,17 @@ def _normalizer(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict) -> Callable:
+                    config: ml_collections.ConfigDict,
+                    transform: ParamTransform | None = None) -> Callable:
   """One SGD step on a uint8 batch: augment, normalise, forward, backward, update.
 
   Besides loss and correct predictions it reports the global norms of the gradient,
   the update and the parameters after it, so that `metrics.jsonl` shows how training
-  moves, not only where it ends.
+  moves, not only where it ends. With a `transform`, `state.params` holds what is
+  trained and the model runs with `transform.to_params(state.params, state.aux)`.
   """
   normalize = _normalizer(config)
+  to_params = transform.to_params if transform else lambda params, aux: params
 
   def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
     aug_key, dropout_key = rng.step_keys(state.rng, state.step)
@@ -86,7 +108,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
     def loss_fn(params, batch_stats):
       # copy=True: fresh Variables at this trace level, so BatchNorm may update them.
-      model = nnx.merge(graphdef, params, batch_stats, copy=True)
+      model = nnx.merge(graphdef, to_params(params, state.aux), batch_stats, copy=True)
       logits = model(x, train=True, rngs=dropout_key)
       loss = cross_entropy(logits, labels, config.label_smoothing).mean()
       return loss, (logits, nnx.state(model, nnx.BatchStat))
@@ -95,8 +117,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         state.params, state.batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    aux = state.aux
+    if transform:
+      params, aux = transform.after_update(params, aux, state.step + 1)
     state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                          opt_state=opt_state)
+                          opt_state=opt_state, aux=aux)
     return state, {'loss': loss, 'correct': jnp.sum(jnp.argmax(logits, -1) == labels),
                    'grad_norm': optax.tree.norm(grads),
                    'update_norm': optax.tree.norm(updates),

@@ -1,0 +1,9 @@
+"""Compression with retraining (issue 15): one module per job, `plan` ties them together.
+
+pruning    gradual magnitude pruning (Zhu & Gupta 2017), masks that keep zeros zero
+sharing    trained weight sharing: fixed k-means codes, trainable centroids
+qat        quantization-aware training to int8/int4 weights with qwix
+entropy    ANS coding of symbol streams (constriction)
+container  the compressed-model file: entropy-coded kernels, float vectors
+plan       prepare / effective_params / after_update / encode: the trainer's contract
+"""

@@ -1,0 +1,83 @@
+"""Quantization-aware training to int8/int4 weights with qwix (google/qwix).
+
+`quantize_model` wraps an NNX model with qwix's quantized-training provider: every
+conv and dense of the forward pass runs on weights quantized symmetrically per
+output channel (the kernel's last axis, absmax calibration) and, optionally, on
+activations quantized per call (dynamic range, so no extra state). The backward
+pass is qwix's straight-through estimator. The parameters keep their float32 tree,
+so optimizer, checkpoints and `nnx.split(model, nnx.Param, nnx.BatchStat)` are
+unchanged; only the graphdef differs.
+
+`encode` quantizes the trained kernels with the same qwix function, so the exported
+codes dequantize to exactly the weights the quantized forward pass used. They are
+stored as `{'q': int8 codes, 'scale': float32 per output channel}` (quantize.py's
+int8 convention), which `quantize.dequantize` reads for both widths; int4 codes lie
+in [-8, 7] (qwix maps absmax to 7.5, so the top bucket is used fully) and are
+packed two per byte on disk (`container.pack_int4`).
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import qwix
+from flax import nnx
+
+from squeezenet_jax import quantize
+from squeezenet_jax.errors import UserError
+
+QTYPES = {8: jnp.int8, 4: jnp.int4}
+
+Tree = dict[str, Any]
+
+
+def qtype(bits: int, what: str = 'bits'):
+  """The qwix dtype of `bits`-bit codes (8 or 4)."""
+  if bits not in QTYPES:
+    raise UserError(f'{what}={bits}: quantization-aware training supports {sorted(QTYPES)} bits')
+  return QTYPES[bits]
+
+
+def check_activation_bits(bits: int, activation_bits: int | None) -> None:
+  """Only int8 x int8: qwix 0.1.8 runs the conv in the codes' dtypes, and XLA refuses
+  int8 x int4 operands and int4 activations (sub-byte converts) on CPU."""
+  if activation_bits is not None and (activation_bits, bits) != (8, 8):
+    raise UserError(f'activation_bits={activation_bits} with bits={bits}: quantized '
+                    'activations need 8-bit activations and 8-bit weights')
+
+
+def quantize_model(model: nnx.Module, sample: jax.Array, bits: int,
+                   activation_bits: int | None = None) -> nnx.Module:
+  """A copy of `model` whose convs/denses run quantized (qwix QT); `sample`: a float batch."""
+  check_activation_bits(bits, activation_bits)
+  activations = {} if activation_bits is None else {
+      # Dynamic range (per call): no calibration state to carry or checkpoint.
+      'act_qtype': qtype(activation_bits, 'activation bits'), 'act_static_scale': False}
+  rule = qwix.QtRule(module_path='.*', weight_qtype=qtype(bits, 'weight bits'), **activations)
+  # skip_nnx_init: QT with dynamic ranges creates no variables, so qwix's eager first
+  # call (an op-by-op forward pass, slow) has nothing to set up.
+  return qwix.quantize_model(model, qwix.QtProvider([rule]), sample, train=False,
+                             skip_nnx_init=True)
+
+
+def _codes(w: jax.Array, bits: int) -> dict[str, jax.Array]:
+  q = qwix.quantize(w, qtype(bits, 'weight bits'), channelwise_axes=[w.ndim - 1])
+  return {'q': q.qvalue.astype(jnp.int8), 'scale': q.scale.reshape(-1)}
+
+
+def quantize_kernel(w: np.ndarray, bits: int) -> dict[str, np.ndarray]:
+  """{'q': int8 codes, 'scale': float32 (channels,)}: qwix's per-output-channel codes."""
+  return encode({'kernel': w}, bits)['kernel']
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _encode(params: Tree, bits: int) -> Tree:
+  return quantize.map_kernels(lambda w: _codes(w.astype(jnp.float32), bits), params)
+
+
+def encode(params: Tree, bits: int) -> Tree:
+  """Kernels as qwix codes + scales, other leaves as they are (numpy; one compiled program)."""
+  qtype(bits, 'weight bits')
+  return jax.device_get(_encode(params, bits))

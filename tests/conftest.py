@@ -6,6 +6,9 @@ import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+import atexit  # pylint: disable=g-import-not-at-top
+import shutil  # pylint: disable=g-import-not-at-top
+import tempfile  # pylint: disable=g-import-not-at-top
 from pathlib import Path  # pylint: disable=g-import-not-at-top
 
 import pytest  # pylint: disable=g-import-not-at-top
@@ -14,6 +17,26 @@ from configs import tiny as tiny_lib  # pylint: disable=g-import-not-at-top
 from squeezenet_jax import config_utils  # pylint: disable=g-import-not-at-top
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _share_compiled_programs() -> None:
+  """One persistent compilation cache for this test session, as main.py has per user.
+
+  Most test files compile the same tiny programs (a train epoch, an eval step), in
+  process and in main.py subprocesses; sharing them saves minutes on two cores. The
+  first process to load this file (the xdist controller) makes the folder and removes
+  it at exit; workers and subprocesses inherit it through the environment.
+  """
+  if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    folder = tempfile.mkdtemp(prefix='squeezenet_jax_tests_jit_')
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+
+
+_share_compiled_programs()
 
 
 def restored_params(workdir, config):

@@ -210,16 +210,28 @@ def _entries(tree: Tree):
              leaf.astype('<f4').tobytes())
 
 
+def write_entries(path: str | os.PathLike, magic: bytes, entries, header: Callable[
+    [list[dict[str, Any]]], Any] = lambda leaves: leaves) -> int:
+  """Writes `magic`, lzma(header length, JSON header, payloads); returns the file's bytes.
+
+  `entries`: (entry dict, payload bytes) pairs; each entry gains its `nbytes`, and
+  `header` wraps their list into the JSON header (`read_entries` reads it back).
+  """
+  leaves, payload = [], []
+  for entry, data in entries:
+    leaves.append({**entry, 'nbytes': len(data)})
+    payload.append(data)
+  header_bytes = json.dumps(header(leaves)).encode()
+  body = _LENGTH.pack(len(header_bytes)) + header_bytes + b''.join(payload)
+  data = magic + lzma.compress(body, preset=9 | lzma.PRESET_EXTREME)
+  with open(path, 'wb') as f:
+    f.write(data)
+  return len(data)
+
+
 def write_compressed(path: str | os.PathLike, tree: Tree) -> None:
   """One file: a JSON header of leaf names/shapes, then their bytes, all lzma'd."""
-  header, payload = [], []
-  for entry, data in _entries(tree):
-    header.append({**entry, 'nbytes': len(data)})
-    payload.append(data)
-  header_bytes = json.dumps(header).encode()
-  body = _LENGTH.pack(len(header_bytes)) + header_bytes + b''.join(payload)
-  with open(path, 'wb') as f:
-    f.write(MAGIC + lzma.compress(body, preset=9 | lzma.PRESET_EXTREME))
+  write_entries(path, MAGIC, _entries(tree))
 
 
 def _decode_entry(entry: dict[str, Any], data: bytes):
@@ -232,17 +244,35 @@ def _decode_entry(entry: dict[str, Any], data: bytes):
   return SharedWeights(codebook=codebook, indices=indices, shape=shape)
 
 
-def read_compressed(path: str | os.PathLike) -> Tree:
-  """The encoded tree of a compressed file (kernels as SharedWeights)."""
+def read_entries(path: str | os.PathLike, magic: bytes, what: str,
+                 leaves: Callable[[Any], list[dict[str, Any]]] = lambda header: header
+                 ) -> list[tuple[dict[str, Any], bytes]]:
+  """(entry, its payload) of a file laid out `magic`, lzma(header length, JSON, payloads).
+
+  Both compressed formats (this module's and compression.container's) use the layout;
+  `leaves` picks the entry list out of the JSON header. A file of another kind, or a
+  truncated or damaged one, is a UserError naming it.
+  """
   with open(path, 'rb') as f:
     raw = f.read()
-  if not raw.startswith(MAGIC):
-    raise UserError(f'{path} is not a compressed SqueezeNet export')
-  body = lzma.decompress(raw[len(MAGIC):])
-  (header_len,) = _LENGTH.unpack_from(body)
-  offset = _LENGTH.size + header_len
-  flat = {}
-  for entry in json.loads(body[_LENGTH.size:offset]):
-    flat[entry['name']] = _decode_entry(entry, body[offset:offset + entry['nbytes']])
-    offset += entry['nbytes']
-  return _unflatten(flat)
+  if not raw.startswith(magic):
+    raise UserError(f'{path} is not a {what} ({magic!r} header)')
+  try:
+    body = lzma.decompress(raw[len(magic):])
+    (header_len,) = _LENGTH.unpack_from(body)
+    offset = _LENGTH.size + header_len
+    entries = []
+    for entry in leaves(json.loads(body[_LENGTH.size:offset])):
+      entries.append((entry, body[offset:offset + entry['nbytes']]))
+      offset += entry['nbytes']
+  except (lzma.LZMAError, struct.error, ValueError, KeyError, TypeError) as e:
+    raise UserError(f'{path} is a damaged {what}: {type(e).__name__}: {e}') from None
+  if offset != len(body):
+    raise UserError(f'{path} is a damaged {what}: {len(body) - offset} bytes unaccounted for')
+  return entries
+
+
+def read_compressed(path: str | os.PathLike) -> Tree:
+  """The encoded tree of a compressed file (kernels as SharedWeights)."""
+  entries = read_entries(path, MAGIC, 'compressed SqueezeNet export')
+  return _unflatten({entry['name']: _decode_entry(entry, data) for entry, data in entries})

@@ -18,10 +18,7 @@ few dozen bytes. `read` gives back the encoded tree exactly (`quantize.dequantiz
 turns it into float32 weights).
 """
 
-import json
-import lzma
 import os
-import struct
 from importlib import metadata
 from typing import Any
 
@@ -36,7 +33,6 @@ from squeezenet_jax.errors import UserError
 MAGIC = b'SQZEC1\n'
 CODINGS = ('ans', 'packed')
 RAW_DTYPES = ('float32', 'float16')
-_LENGTH = struct.Struct('<I')
 
 Tree = dict[str, Any]
 
@@ -110,20 +106,14 @@ def write(path: str | os.PathLike, tree: Tree, coding: str = 'ans',
   if raw_dtype not in RAW_DTYPES:
     raise UserError(f'raw_dtype {raw_dtype!r}: choose one of {RAW_DTYPES}')
   leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_encoded)[0]
-  header, payload = [], []
+  entries = []
   for keys, leaf in leaves:
     entry, data = _entry(leaf, coding, raw_dtype)
-    header.append({'name': '/'.join(str(getattr(k, 'key', k)) for k in keys), **entry,
-                   'nbytes': len(data)})
-    payload.append(data)
+    entries.append(({'name': '/'.join(str(getattr(k, 'key', k)) for k in keys), **entry}, data))
   # The ANS models are constriction's quantisation of the histograms: record its version.
-  header_bytes = json.dumps({'constriction': metadata.version('constriction'),
-                             'leaves': header}).encode()
-  body = _LENGTH.pack(len(header_bytes)) + header_bytes + b''.join(payload)
-  data = MAGIC + lzma.compress(body, preset=9 | lzma.PRESET_EXTREME)
-  with open(path, 'wb') as f:
-    f.write(data)
-  return len(data)
+  version = metadata.version('constriction')
+  return quantize.write_entries(path, MAGIC, entries,
+                                header=lambda header: {'constriction': version, 'leaves': header})
 
 
 def _leaf(entry: dict[str, Any], data: bytes) -> Any:
@@ -145,15 +135,7 @@ def _leaf(entry: dict[str, Any], data: bytes) -> Any:
 
 def read(path: str | os.PathLike) -> Tree:
   """The encoded tree of a file `write` wrote."""
-  with open(path, 'rb') as f:
-    raw = f.read()
-  if not raw.startswith(MAGIC):
-    raise UserError(f'{path} is not a compressed SqueezeNet file ({MAGIC!r} header)')
-  body = lzma.decompress(raw[len(MAGIC):])
-  (header_len,) = _LENGTH.unpack_from(body)
-  offset = _LENGTH.size + header_len
-  flat = {}
-  for entry in json.loads(body[_LENGTH.size:offset])['leaves']:
-    flat[tuple(entry['name'].split('/'))] = _leaf(entry, body[offset:offset + entry['nbytes']])
-    offset += entry['nbytes']
-  return traverse_util.unflatten_dict(flat)
+  entries = quantize.read_entries(path, MAGIC, 'compressed SqueezeNet file',
+                                  leaves=lambda header: header['leaves'])
+  return traverse_util.unflatten_dict({tuple(entry['name'].split('/')): _leaf(entry, data)
+                                       for entry, data in entries})

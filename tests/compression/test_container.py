@@ -110,6 +110,12 @@ def test_bad_files_and_settings_are_user_errors(tmp_path, encoded):
   (tmp_path / 'x').write_bytes(b'not a model')
   with pytest.raises(UserError, match='not a compressed'):
     container.read(tmp_path / 'x')
+  # A truncated file (a copy cut short, a full disk) is named, not a traceback.
+  whole = container.write(tmp_path / 'z', encoded['int8'])
+  with open(tmp_path / 'z', 'r+b') as f:
+    f.truncate(whole // 2)
+  with pytest.raises(UserError, match='z is a damaged compressed SqueezeNet file'):
+    container.read(tmp_path / 'z')
   with pytest.raises(UserError, match='coding'):
     container.write(tmp_path / 'y', encoded['int8'], coding='huffman')
   with pytest.raises(UserError, match='raw_dtype'):

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from compression_fixtures import tiny_params
+from compression_fixtures import toy_step
 from squeezenet_jax import quantize
 from squeezenet_jax.compression import plan
 from squeezenet_jax.compression import pruning
@@ -94,15 +95,7 @@ def test_pruned_weights_stay_exactly_zero_through_sgd_with_momentum_and_weight_d
   # A toy loss that pulls every weight towards 1: without masks nothing stays zero.
   targets = jax.tree.map(np.ones_like, params)
 
-  @jax.jit
-  def step(trainable, opt_state, state, i):
-    def loss(t):
-      p = plan.effective_params(t, state)
-      return sum(jnp.sum((a - b)**2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(targets)))
-    updates, opt_state = tx.update(jax.grad(loss)(trainable), opt_state, trainable)
-    trainable = optax.apply_updates(trainable, updates)
-    trainable, state = plan.after_update(trainable, state, i)
-    return trainable, opt_state, state, updates
+  step = toy_step(tx, targets)
 
   pushed = 0
   previous = _kernels(state.masks)

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from compression_fixtures import tiny_params
+from compression_fixtures import toy_step
 from squeezenet_jax import quantize
 from squeezenet_jax.compression import plan
 from squeezenet_jax.compression import sharing
@@ -67,17 +68,10 @@ def test_training_moves_centroids_and_keeps_assignments(params):
   opt_state = tx.init(trainable)
   targets = jax.tree.map(np.ones_like, params)
 
-  @jax.jit
-  def step(trainable, opt_state, state, i):
-    def loss(t):
-      p = plan.effective_params(t, state)
-      return sum(jnp.sum((a - b)**2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(targets)))
-    updates, opt_state = tx.update(jax.grad(loss)(trainable), opt_state, trainable)
-    trainable, state = plan.after_update(optax.apply_updates(trainable, updates), state, i)
-    return trainable, opt_state, state
+  step = toy_step(tx, targets)
 
   for i in range(1, 4):
-    trainable, opt_state, state = step(trainable, opt_state, state, i)
+    trainable, opt_state, state, _ = step(trainable, opt_state, state, i)
   end = jax.device_get(trainable)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.codes), codes)
   weights = jax.device_get(plan.effective_params(trainable, state))

@@ -37,7 +37,8 @@ _CHECKPOINT_FALLBACK = flags.DEFINE_bool(
     'newest readable one.')
 _FORMAT = flags.DEFINE_string(
     'format', None, 'predict: checkpoint, float32, bfloat16, int8, compressed, onnx, '
-    'onnx_int8 or stablehlo (default: float32 if exported, else the checkpoint).')
+    'onnx_int8, stablehlo or a --mode=compress stage (pruned, shared, qat_int8, qat_int4) '
+    '(default: float32 if exported, else the checkpoint).')
 _TOP_K = flags.DEFINE_integer('top_k', 3, 'predict: classes shown per image.')
 _JSON = flags.DEFINE_bool('json', False, 'predict: one JSON object per image, not a table.')
 _SWEEP_WORKERS = flags.DEFINE_integer(

@@ -271,7 +271,8 @@ def test_a_read_only_workdir_fails_at_once_for_every_mode(tmp_path, tmpfs):
   disk = tmpfs('ro')
   subprocess.run(['cp', '-a', str(tmp_path / 'run'), str(disk)], check=True)
   subprocess.run(['mount', '-o', 'remount,ro', str(disk)], check=True)
-  for args in (['--mode=export'], ['--mode=eval'], [*TINY, '--config.num_epochs=2']):
+  for args in (['--mode=export'], ['--mode=eval'], ['--mode=compress'],
+               [*TINY, '--config.num_epochs=2']):
     result = run_main(*args, f'--workdir={disk / "run"}', timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert 'Read-only file system' in error_line(result)

@@ -173,11 +173,20 @@ def _write_export(directory: Path, encoded: Tree, batch_stats: nnx.State,
   return container.read(directory / FILE)
 
 
+def dequantized(stored: Tree) -> Tree:
+  """A stage file's tree (`container.read`) as float32 params and batch_stats."""
+  return quantize.dequantize({part: stored.get(part, {}) for part in ('params', 'batch_stats')})
+
+
+def load(directory: Path) -> Tree:
+  """A stage's export read back from disk, as `--mode=predict` classifies with it."""
+  return dequantized(container.read(directory / FILE))
+
+
 def _export_row(restored: evaluate.RestoredRun, name: str, stage: ml_collections.ConfigDict,
                 directory: Path, stored: Tree, epochs: int) -> dict[str, Any]:
   """The sizes.json row of a stage's file, scored on its weights as read from disk."""
-  scores = export.score(restored, quantize.dequantize(
-      {part: stored.get(part, {}) for part in ('params', 'batch_stats')}))
+  scores = export.score(restored, dequantized(stored))
   row = {'format': name, 'bytes': checkpoints.directory_bytes(directory),
          'accuracy': scores['accuracy'], 'loss': scores['loss'],
          'path': str(directory.relative_to(directory.parents[1])),

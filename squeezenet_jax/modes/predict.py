@@ -33,6 +33,7 @@ from squeezenet_jax.deploy import onnx_export
 from squeezenet_jax.deploy import predictions
 from squeezenet_jax.deploy import stablehlo_export
 from squeezenet_jax.errors import UserError
+from squeezenet_jax.modes import compress
 from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
 from squeezenet_jax.training import setup
@@ -80,6 +81,11 @@ def class_names(workdir: str) -> list[str] | None:
   return names
 
 
+def _is_compress_stage(workdir: str, fmt: str) -> bool:
+  """Whether `fmt` names a `--mode=compress` stage this run has a file of."""
+  return fmt not in FORMATS and (_exports(workdir) / fmt / compress.FILE).is_file()
+
+
 def _model(workdir: str, config, fmt: str, fallback: bool) -> dict[str, Any]:
   """A JAX format's weights as float32 numpy trees (params, batch_stats)."""
   if fmt == 'checkpoint':
@@ -90,6 +96,8 @@ def _model(workdir: str, config, fmt: str, fallback: bool) -> dict[str, Any]:
     logging.info('Classifying with the checkpoint of step %d', step)
     return export.to_numpy(variables)
   directory = _exports(workdir) / fmt
+  if _is_compress_stage(workdir, fmt):
+    return compress.load(directory)
   if not directory.is_dir():
     raise UserError(f'no {fmt} export in {directory}: run --mode=export --workdir={workdir} '
                     'first (or leave out --format to use the checkpoint)')
@@ -113,8 +121,9 @@ def predict(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
   """Classifies the images under `paths` (none, if none could be read)."""
   config = evaluate.run_config(workdir, overrides)
   fmt = fmt or default_format(workdir)
-  if fmt not in FORMATS:
-    raise UserError(f'unknown --format={fmt}; expected one of: {", ".join(FORMATS)}')
+  if fmt not in FORMATS and not _is_compress_stage(workdir, fmt):
+    raise UserError(f'unknown --format={fmt}; expected one of: {", ".join(FORMATS)}, or a '
+                    f'stage --mode=compress exported ({_exports(workdir)}/<stage>/{compress.FILE})')
   if top_k < 1:
     raise UserError(f'--top_k={top_k} must be at least 1')
   found = images_lib.read_images(paths, config.data.image_size)

@@ -292,3 +292,17 @@ def test_the_report_draws_and_tables_a_reference_run(runs, tmp_path):
     size_report.reference_report(str(workdir), 'test', report['eval_images'])
   with pytest.raises(UserError, match='not found'):
     size_report.reference_report(str(trained), report['eval_split'], report['eval_images'])
+
+
+def test_predict_classifies_with_a_stage_file(runs):
+  _, workdir, _ = runs
+  from squeezenet_jax.modes import predict  # pylint: disable=g-import-not-at-top
+  config = compress.run_config(str(workdir), {}, defaults=tiny_config().compress)
+  images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+  shared = predict.logits(str(workdir), config, 'shared', images)
+  # The stage's own weights: 4-bit codebooks, so at most 16 values per kernel.
+  weights = compress.load(workdir / 'exports' / 'shared')
+  assert all(np.unique(k).size <= 16 for k in _kernels(weights['params']))
+  assert not np.allclose(shared, predict.logits(str(workdir), config, 'float32', images))
+  with pytest.raises(UserError, match='or a stage --mode=compress exported'):
+    predict.predict(str(workdir), {}, [str(workdir)], fmt='pruned_twice')

@@ -9,6 +9,7 @@ fields and are moved apart (adjustText) so they never collide.
 
 import csv
 import io
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -108,6 +109,14 @@ class Reference(NamedTuple):
   style: str = '--'
 
 
+def _minor_tick_labelled(value: float, decades: float) -> bool:
+  """Every minor tick of a log axis under 1.2 decades wide; 2x and 5x up to 4; none above."""
+  if decades <= 1.2:
+    return True
+  mantissa = value / 10**math.floor(math.log10(value) + 1e-9)
+  return decades <= 4 and any(abs(mantissa - m) < 1e-6 for m in (2, 5))
+
+
 def _limits(values: Sequence[float], log: bool, min_span: float = 0.0,
             bounds: tuple[float, float] | None = None) -> tuple[float, float]:
   """Axis limits around `values` with margins; at least `min_span` wide (linear axes)."""
@@ -154,12 +163,15 @@ def scatter_chart(path: str | Path, series: Sequence[Series], *, title: str, sub
       ys.append(ref.y)
   if log_x:
     ax.set_xscale('log')
-  ticks = matplotlib.ticker.FuncFormatter(lambda v, _: human(v, x_unit))
-  ax.xaxis.set_major_formatter(ticks)
-  ax.xaxis.set_minor_formatter(ticks)  # a narrow log range may hold no major tick
-  ax.tick_params(axis='x', which='minor', labelsize=7)
   if xs:
     ax.set_xlim(*_limits(xs, log_x))
+  ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: human(v, x_unit)))
+  # A narrow log range may hold no major tick: label its minor ticks, fewer the wider it is.
+  decades = math.log10(max(ax.get_xlim()) / min(ax.get_xlim())) if log_x else 0.0
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+      lambda v, _: human(v, x_unit) if _minor_tick_labelled(v, decades) else ''))
+  ax.tick_params(axis='x', which='minor', labelsize=7)
+  if xs:
     ax.set_ylim(*_limits(ys, False, MIN_ACCURACY_SPAN if accuracy_axis else 0.0,
                          (0.0, 1.0) if accuracy_axis else None))
   ax.set_xlabel(xlabel)

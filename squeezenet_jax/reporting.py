@@ -456,7 +456,8 @@ def _compress_markdown(report: dict[str, Any]) -> list[str]:
       continue
     start = f"from `{stage['start']}`" if stage['start'] else 'from the checkpoint'
     lines.append(f"- `{name}`: {_METHODS[stage['method']].format(**stage)}, {start}, "
-                 f"{stage['epochs']} epochs ({stage['optimizer']}, peak learning rate "
+                 f"{stage['epochs']} epoch{'' if stage['epochs'] == 1 else 's'} "
+                 f"({stage['optimizer']}, peak learning rate "
                  f"{stage['learning_rate']:g}).")
   lines += ['', f"Codes {compress['coding']}-coded, vectors {compress['vector_dtype']}; "
             'fine-tune epochs count the stages a format starts from.', '']

@@ -192,8 +192,9 @@ def _export_row(restored: evaluate.RestoredRun, name: str, stage: ml_collections
          'path': str(directory.relative_to(directory.parents[1])),
          'method': stage.method, 'bits': stage.bits,
          'sparsity': plan.sparsity(stored['params']), 'finetune_epochs': epochs}
-  logging.info('%-10s %12s bytes  accuracy %.4f  sparsity %.3f  (%d fine-tuning epochs)',
-               name, f'{row["bytes"]:,}', row['accuracy'], row['sparsity'], epochs)
+  logging.info('%-10s %12s bytes  accuracy %.4f  sparsity %.3f  (fine-tuned %d epoch%s)',
+               name, f'{row["bytes"]:,}', row['accuracy'], row['sparsity'], epochs,
+               '' if epochs == 1 else 's')
   return row
 
 

@@ -226,13 +226,19 @@ def _torch_report(config, dataset, repeats: int, target: float | None,
   reason = torch_reference.unavailable_reason()
   if reason:
     return {'skipped': reason}
-  with torch_reference.fresh_compile_cache():
-    try:
-      runner = torch_reference.TorchRunner(config, dataset.splits['train'],
-                                           dataset.splits['validation'], compile_mode)
-    except torch_reference.Unsupported as e:
-      return {'skipped': str(e)}
-    return benchmark_runner(runner, config, repeats, target, flops)
+  try:
+    with torch_reference.fresh_compile_cache():
+      try:
+        runner = torch_reference.TorchRunner(config, dataset.splits['train'],
+                                             dataset.splits['validation'], compile_mode)
+      except torch_reference.Unsupported as e:
+        return {'skipped': str(e)}
+      return benchmark_runner(runner, config, repeats, target, flops)
+  except Exception as e:  # pylint: disable=broad-except
+    # torch.compile / Inductor / CUDA failures must not take the JAX figure with them.
+    return {'skipped': f'the PyTorch reference failed: {type(e).__name__}: '
+                       f'{str(e).strip().splitlines()[0] if str(e).strip() else ""}',
+            'failed': True}
 
 
 def host_fields() -> dict[str, Any]:
@@ -269,8 +275,12 @@ def _load_average() -> float | None:
 
 
 def run(config, *, repeats: int = 3, target_accuracy: float | None = None,
-        with_torch: bool = False, torch_compile: str = 'default') -> dict[str, Any]:
-  """The whole report for `config`: JAX, then optionally the torch reference."""
+        with_torch: bool = False, torch_compile: str = 'default',
+        write: Callable[[dict[str, Any]], None] = lambda report: None) -> dict[str, Any]:
+  """The whole report for `config`: JAX, then optionally the torch reference.
+
+  `write` gets the report with the JAX half before the torch half starts, then whole.
+  """
   flops = flops_per_image(config)
   jax_runner = JaxRunner(config)
   report = {
@@ -284,12 +294,14 @@ def run(config, *, repeats: int = 3, target_accuracy: float | None = None,
       'jax': benchmark_runner(jax_runner, config, repeats, target_accuracy, flops),
   }
   if with_torch:
+    write({**report, 'torch': {'skipped': 'not finished'}})
     torch = _torch_report(config, jax_runner.exp.dataset, repeats, target_accuracy, flops,
                           torch_compile)
     report['torch'] = torch
     if 'skipped' not in torch:
       report['jax_over_torch_images_per_second'] = (
           report['jax']['train_images_per_second'] / torch['train_images_per_second'])
+  write(report)
   return report
 
 
@@ -330,20 +342,31 @@ def main(argv):
   config = _CONFIG.value
   if _STEPS.value:
     config.data.limit = _STEPS.value * config.batch_size
-  report = run(config, repeats=_REPEATS.value, target_accuracy=_TARGET.value,
-               with_torch=_TORCH.value, torch_compile=_TORCH_COMPILE.value)
-  report['command'] = ' '.join(['python -m benchmarks.benchmark'] + sys.argv[1:])
-  report['date'] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+  stamp = {'command': ' '.join(['python -m benchmarks.benchmark'] + sys.argv[1:]),
+           'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+
+  def write(report: dict[str, Any]) -> None:
+    if _OUT.value:
+      _write_report(_OUT.value, {**report, **stamp})
+
+  report = {**run(config, repeats=_REPEATS.value, target_accuracy=_TARGET.value,
+                  with_torch=_TORCH.value, torch_compile=_TORCH_COMPILE.value, write=write),
+            **stamp}
   print(summary_line('jax', report['jax']))
   if 'torch' in report:
     print(summary_line('torch', report['torch']))
   if 'jax_over_torch_images_per_second' in report:
     print(f'jax / torch train images/s: {report["jax_over_torch_images_per_second"]:.2f}')
-  if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, 'w') as f:
-      json.dump(report, f, indent=2)
-      f.write('\n')
+
+
+def _write_report(path: str, report: dict[str, Any]) -> None:
+  """Atomically: a reader never sees half a report."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(report, f, indent=2)
+    f.write('\n')
+  os.replace(tmp, path)
 
 
 if __name__ == '__main__':

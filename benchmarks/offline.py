@@ -1,13 +1,17 @@
 """Offline installs from a folder of wheels (benchmarks/prepare_offline.sh), stdlib only.
 
 A GPU machine without a package index gets what its image lacks as wheels carried
-with the checkout. Only distributions that are not installed are installed, with
-`pip install --no-index --no-deps --target SITE`, so nothing the image has (jax,
-numpy, torch) is replaced; SITE then goes first on sys.path and into PYTHONPATH for
-subprocesses. Nothing here imports the package: it runs before any of it can.
+with the checkout (benchmarks/carried.txt). A wheel is installed, with `pip install
+--no-index --no-deps --target SITE`, where its distribution is missing, or where it is
+installed but broken: a `PROBES` module of it fails to import (flax before 0.12.10
+under jax 0.11). So nothing that works in the image (jax, numpy, torch) is replaced;
+SITE then goes first on sys.path and into PYTHONPATH for subprocesses. Modules are
+probed by importing them in a subprocess, never in this one: it runs before any of
+the package can.
 """
 
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -15,9 +19,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-# Modules the project cannot start without; checked after any install.
-REQUIRED_MODULES = ('absl', 'ml_collections', 'jax', 'flax', 'optax', 'orbax.checkpoint',
+# Modules the project cannot start without; imported (in a subprocess) after any install.
+REQUIRED_MODULES = ('absl', 'ml_collections', 'jax', 'flax.nnx', 'optax', 'orbax.checkpoint',
                     'numpy', 'PIL', 'matplotlib')
+# An installed distribution whose module fails to import gets the carried wheel over it.
+PROBES = {'flax': 'flax.nnx'}
 
 
 def wheel_distribution(path: Path) -> str:
@@ -33,13 +39,43 @@ def is_installed(distribution: str) -> bool:
     return False
 
 
-def missing_wheels(wheels_dir: Path) -> list[Path]:
-  """The folder's wheels whose distribution is not installed (one per distribution)."""
+def _normalised(distribution: str) -> str:
+  return re.sub(r'[-_.]+', '-', distribution).lower()
+
+
+_TRY_IMPORTS = """
+import importlib, json, sys
+failing = {}
+for module in sys.argv[1:]:
+  try:
+    importlib.import_module(module)
+  except Exception as e:  # pylint: disable=broad-except
+    failing[module] = f'{type(e).__name__}: {e}'
+print(json.dumps(failing))
+"""
+
+
+def failing_imports(modules) -> dict[str, str]:
+  """{module: 'Error: message'} for each of `modules` that fails to import, tried in one
+  fresh interpreter with this process's PYTHONPATH."""
+  if not modules:
+    return {}
+  done = subprocess.run([sys.executable, '-c', _TRY_IMPORTS, *modules], capture_output=True,
+                        text=True, check=False)
+  if done.returncode:
+    error = (done.stderr.strip().splitlines() or [f'exit status {done.returncode}'])[-1]
+    return {module: error for module in modules}
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def missing_wheels(wheels_dir: Path, broken=()) -> list[Path]:
+  """The folder's wheels to install: the distribution is missing, or its `PROBES` module
+  is among the `broken` ones (modules that failed to import)."""
   wheels = {}
   for path in sorted(Path(wheels_dir).glob('*.whl')):
-    name = re.sub(r'[-_.]+', '-', wheel_distribution(path)).lower()
-    wheels.setdefault(name, path)
-  return [path for name, path in wheels.items() if not is_installed(name)]
+    wheels.setdefault(_normalised(wheel_distribution(path)), path)
+  return [path for name, path in wheels.items()
+          if not is_installed(name) or PROBES.get(name) in broken]
 
 
 def use_site(site: Path) -> None:
@@ -53,27 +89,17 @@ def use_site(site: Path) -> None:
     os.environ['PYTHONPATH'] = os.pathsep.join([site, *paths])
 
 
-def missing_modules() -> list[str]:
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  missing = []
-  for module in REQUIRED_MODULES:
-    try:
-      if importlib.util.find_spec(module) is None:
-        missing.append(module)
-    except ModuleNotFoundError:  # the parent package is missing
-      missing.append(module)
-  return missing
-
-
 def ensure(wheels_dir: Path, site: Path, log: Callable[[str], None] = print) -> list[str]:
   """Installs the folder's wheels that are missing into SITE; returns the files installed.
 
   One pip call per wheel, so that one that does not fit this Python (say a cp312 wheel
-  under 3.11) is logged and skipped; RuntimeError if a required module is still missing.
+  under 3.11) is logged and skipped; RuntimeError if a required module still does not
+  import.
   """
   if Path(site).is_dir():  # installed by an earlier run
     use_site(site)
-  wheels = missing_wheels(wheels_dir) if Path(wheels_dir).is_dir() else []
+  failing = failing_imports(sorted({*REQUIRED_MODULES, *PROBES.values()}))
+  wheels = missing_wheels(wheels_dir, failing) if Path(wheels_dir).is_dir() else []
   installed, errors = [], []
   for wheel in wheels:
     command = [sys.executable, '-m', 'pip', 'install', '--quiet', '--no-index', '--no-deps',
@@ -88,7 +114,8 @@ def ensure(wheels_dir: Path, site: Path, log: Callable[[str], None] = print) -> 
       log(f'installed {wheel.name} into {site}')
   if installed:
     use_site(site)
-  missing = missing_modules()
+    failing = failing_imports(REQUIRED_MODULES)
+  missing = [f'{m} ({e})' for m, e in failing.items() if m in REQUIRED_MODULES]
   if missing:
     raise RuntimeError(
         f'cannot import {", ".join(missing)}: install the requirements, or on a machine '

@@ -6,35 +6,28 @@
 #   benchmarks/prepare_offline.sh [DIR]          # DIR: default carry/ (repository root)
 #
 # Environment: DATA (the archive; default ../shared/data/cifar10-jpeg-train.tar.xz),
-# PYTHON_VERSION (default 3.12), LIMIT_MIB (what may travel: default 64).
+# PYTHON_VERSION (default 3.12), LIMIT_MIB (what may travel: default 64), PYTHON (whose
+# pip downloads: default python3).
 set -euo pipefail
 
-# What the GPU image (jax 0.11 CUDA 13, flax, optax, orbax-checkpoint, numpy, pillow,
-# matplotlib, torch, tensorboard) lacks of this project's runtime imports. Fetched
-# without dependencies: each one's own dependencies (absl-py, PyYAML, protobuf,
-# packaging, numpy) are in that image, and pulling them would bring a second numpy or
-# jax. tensorflow-datasets/tensorflow are left out: data.source=folder needs neither.
-# Add a line per new runtime dependency the image lacks (e.g. onnx, onnxruntime,
-# jax2onnx, qwix), pinned as requirements*.txt allow.
-PACKAGES=(
-  ml-collections==1.1.0   # configs and --config flags (required)
-  tensorboardX==2.6.5     # TensorBoard scalars beside metrics.jsonl (optional)
-  zstandard==0.25.0       # zstd for JAX's compilation cache, else zlib (optional)
-)
+# The wheels: benchmarks/carried.txt, one `name==version` a line (what the GPU image
+# lacks; a test checks it against the code's imports). Fetched without dependencies:
+# the image has them, and pulling them would bring a second numpy or jax.
+mapfile -t PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' \
+  "$(dirname "$0")/carried.txt")
 
 cd "$(dirname "$0")/.."
 DIR=${1:-carry}
 DATA=${DATA:-../shared/data/cifar10-jpeg-train.tar.xz}
 PYTHON_VERSION=${PYTHON_VERSION:-3.12}
 LIMIT_MIB=${LIMIT_MIB:-64}
-PIP=(python3 -m pip)
-[[ -x .venv/bin/python ]] && PIP=(.venv/bin/python -m pip)
+PIP=(${PYTHON:-python3} -m pip)
 
 mkdir -p "$DIR"
 "${PIP[@]}" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
   --python-version "$PYTHON_VERSION" --implementation cp \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux_2_28_x86_64 \
+  --platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 \
   --dest "$DIR" "${PACKAGES[@]}"
 
 if [[ -f "$DATA" ]]; then

@@ -1,7 +1,7 @@
 """Every headline result from one command: `python -m benchmarks.reproduce --out=DIR`.
 
   python -m benchmarks.reproduce --out=DIR [--budget_seconds=540] [--smoke] [--force]
-      [--data=cifar10-jpeg-train.tar.xz] [--wheels=carry]
+      [--data=cifar10-jpeg-train.tar.xz] [--wheels=carry] [--platform=gpu] [--mirror=DIR]
 
 Steps, in this order, each through the project's command line (`main.py`,
 `benchmarks.benchmark`) in a subprocess, its figures read back from the files the run
@@ -11,14 +11,15 @@ wrote (results.json, sizes.json, sweep.json, the benchmark's report):
                   process, same data (`benchmarks.benchmark --torch`)
   squeezenet      configs/squeezenet_best.py on the archive (45,000 train / 5,000
                   validation): plain and TTA validation accuracy, wall / compile / train
-                  seconds, then `--mode=export` (int8, compressed: bytes, accuracy)
-  alexnet         configs/alexnet_best.py, the same fields
+                  seconds, then `--mode=export` (int8, compressed, ONNX: bytes, accuracy)
   seeds           two more seeds of squeezenet; mean and spread over the three
+  alexnet         configs/alexnet_best.py, the same fields (exported in the smoke only:
+                  its 36M weights take minutes of CPU, and a GPU's lease is short)
   sweep_versions  `--mode=sweep` of configs/sweeps/versions.py at full scale
   sweep_bypass    `--mode=sweep` of configs/sweeps/bypass.py at full scale
 
-Each step writes DIR/<step>.json as soon as it ends (atomically), so a run killed at
-its limit keeps every finished step, and a rerun with the same --out skips the steps
+Each step writes DIR/<step>.json (atomically) after each of its commands, so a run
+killed at its limit keeps every finished training and step, and a rerun with the same --out skips the steps
 already done (`--force` redoes them) and resumes an interrupted training from its
 checkpoint. A step whose estimated time no longer fits the budget is skipped and
 recorded with its estimate (the model: benchmarks/README.md). The run ends with
@@ -26,13 +27,18 @@ DIR/summary.md: one table, the card and the versions, and every command run.
 
 `--smoke` runs every step at tiny scale on the CPU (an 80-image slice of the archive,
 or synthetic data without it), to find a broken step before any GPU time is spent.
-Missing packages are installed first from --wheels (benchmarks/prepare_offline.sh).
+Missing packages are installed first from --wheels (benchmarks/prepare_offline.sh),
+then `benchmarks.preflight` checks the versions, `import flax.nnx` and, with
+--platform, that JAX runs there. --mirror copies each step's JSON, summary.md and
+logs.tgz (logs and the runs' small files) into a folder as soon as they are written:
+the GPU machine's $OUT, whose files come back even when the command is cut.
 """
 
 import argparse
 import collections
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import math
@@ -61,7 +67,8 @@ SQUEEZENET_CONFIG = 'configs/squeezenet_best.py'
 ALEXNET_CONFIG = 'configs/alexnet_best.py'
 SWEEP_CONFIGS = {'sweep_versions': 'configs/sweeps/versions.py',
                  'sweep_bypass': 'configs/sweeps/bypass.py'}
-STEPS = ('speed', 'squeezenet', 'alexnet', 'seeds', *SWEEP_CONFIGS)
+# The most important figures first: a lease cut short keeps them.
+STEPS = ('speed', 'squeezenet', 'seeds', 'alexnet', *SWEEP_CONFIGS)
 # The speed step measures the default model in bfloat16 (the GPU's fast path); the
 # sweeps' configs default to float32, and run in bfloat16 too, as every other step,
 # checkpointing every 5 epochs rather than every one (AlexNet's are 270 MB each).
@@ -69,6 +76,11 @@ SPEED_OVERRIDES = {'dtype': 'bfloat16'}
 SWEEP_OVERRIDES = {'dtype': 'bfloat16', 'checkpoint_every_epochs': 5}
 EXTRA_SEEDS = 2
 SUMMARY_FILE = 'summary.md'
+LOGS_ARCHIVE = 'logs.tgz'
+# The runs' small files that go into logs.tgz (paths under DIR/work).
+RUN_FILES = ('*/results.json', '*/sizes.json', '*/sizes.md', '*/metrics.jsonl',
+             '*/config.json', 'seeds/*/results.json', 'seeds/*/metrics.jsonl',
+             'sweep_*/sweep.json', 'sweep_*/sweep.md', 'preflight.json', 'plan.json')
 # Estimates: a model with r times the MACs of a measured one trains r**MACS_EXPONENT
 # times slower (big convolutions and dense layers use a GPU better than SqueezeNet's
 # small ones; a guess until that model's own rate is measured); measured allowances
@@ -92,15 +104,23 @@ class Scale:
   export_seconds_per_param: float  # --mode=export: k-means and lzma of every weight
   grace: float  # SIGTERM this long before the budget ends (a trainer saves, then exits)
   alexnet_export: bool
+  # Until the speed step has measured a rate (it failed, or was skipped): SqueezeNet's
+  # train images/s and the images of an epoch, so the later steps still run.
+  fallback_rate: float
+  fallback_train_images: int
 
 
-FULL = Scale(name='full', overrides={}, speed_args=(), speed_allowance=300.0,
+# On one H100 (2026-11-25): a bare Flax SqueezeNet 1.1 with scanned epochs trained
+# 135k-236k images/s at batch 256-1024 after a 13-15 s compile; torchvision's (bf16,
+# torch.compile) 15,688 images/s after a ~55 s compile. The speed step decodes the
+# archive (~15 s), compiles and times both: about 2 minutes. AlexNet is trained, not
+# exported (k-means and lzma of its 36M weights take minutes of CPU: `--mode=export` on
+# its workdir afterwards, off the lease).
+FULL = Scale(name='full', overrides={}, speed_args=(), speed_allowance=180.0,
              process_allowance=30.0, compile_floor=20.0, compile_factor=1.5,
              validation_share=0.15, export_seconds_per_param=2.5e-6, grace=20.0,
-             alexnet_export=True)
+             alexnet_export=False, fallback_rate=50_000.0, fallback_train_images=45_000)
 # Tiny widths, one epoch of 3 steps; float32, since bfloat16 is emulated (slow) on CPU.
-# AlexNet's export is left out: its 36M weights take minutes of k-means and lzma on CPU,
-# and the squeezenet step runs the same export code.
 SMOKE = Scale(
     name='smoke',
     overrides={'num_epochs': 1, 'batch_size': 16, 'eval_batch_size': 32,
@@ -108,7 +128,8 @@ SMOKE = Scale(
                'dtype': 'float32'},
     speed_args=('--repeats=1', '--torch_compile=none'), speed_allowance=120.0,
     process_allowance=20.0, compile_floor=5.0, compile_factor=1.5, validation_share=0.5,
-    export_seconds_per_param=2.5e-6, grace=10.0, alexnet_export=False)
+    export_seconds_per_param=2.5e-6, grace=10.0, alexnet_export=False,
+    fallback_rate=100.0, fallback_train_images=48)
 SMOKE_IMAGES_PER_CLASS = 8  # 80 images: 32 for validation, 48 to train (3 steps of 16)
 SMOKE_VAL_SIZE = 32
 
@@ -188,8 +209,10 @@ class Runner:
   """The run's directories, data, budget, and the subprocess currently running."""
 
   def __init__(self, out: Path, scale: Scale, start: float, budget: float,
-               data: dict[str, Any], env: dict[str, str], log: Callable[[str], None]):
+               data: dict[str, Any], env: dict[str, str], log: Callable[[str], None],
+               mirror: Path | None = None):
     self.out = out
+    self.mirror = mirror
     self.work = out / 'work'
     self.logs = out / 'logs'
     self.scale = scale
@@ -200,6 +223,7 @@ class Runner:
     self.deadline = start + budget
     self.child: subprocess.Popen | None = None
     self.stop_signal: int | None = None
+    self.after_command: Callable[[], None] = lambda: None  # the step's record, saved
 
   def remaining(self) -> float:
     """Seconds a step may still take (the grace before the end is kept back)."""
@@ -260,6 +284,7 @@ class Runner:
     record = {'command': shown(argv), 'returncode': rc, 'wall_seconds': round(wall, 2),
               'cpu_seconds': round(cpu, 2)}
     commands.append(record)
+    self.after_command()
     if self.stop_signal is not None:
       raise Stopped(f'stopped by signal {self.stop_signal} during: {shown(argv)}')
     if terminated and rc:
@@ -278,6 +303,29 @@ def _read(path: Path) -> dict[str, Any]:
   return json.loads(path.read_text())
 
 
+def _copy_atomically(source: Path, target: Path) -> None:
+  tmp = target.with_name(f'.{target.name}.tmp')
+  shutil.copyfile(source, tmp)
+  os.replace(tmp, target)
+
+
+def mirror(out: Path, target: Path) -> None:
+  """Copies DIR/<step>.json and summary.md into `target`, and packs logs.tgz there:
+  the logs and the runs' small files (RUN_FILES). At most len(STEPS) + 2 files, flat."""
+  target.mkdir(parents=True, exist_ok=True)
+  for name in (*(f'{step}.json' for step in STEPS), SUMMARY_FILE):
+    if (out / name).exists():
+      _copy_atomically(out / name, target / name)
+  tmp = target / f'.{LOGS_ARCHIVE}.tmp'
+  with tarfile.open(tmp, 'w:gz') as archive:
+    for path in sorted([*out.glob('*.log'), *(out / 'logs').glob('*.log')]):
+      archive.add(path, arcname=str(path.relative_to(out)))
+    for pattern in RUN_FILES:
+      for path in sorted((out / 'work').glob(pattern)):
+        archive.add(path, arcname=str(path.relative_to(out)))
+  os.replace(tmp, target / LOGS_ARCHIVE)
+
+
 class Steps:
   """The plan's steps; each reads back what its commands wrote."""
 
@@ -294,8 +342,14 @@ class Steps:
     argv = [sys.executable, '-m', 'benchmarks.benchmark', f'--config={SPEED_CONFIG}',
             *self.r.overrides(SPEED_OVERRIDES), '--torch', *self.r.scale.speed_args,
             f'--out={report_path}']
-    self.r.run('speed', argv, record['commands'])
-    report = _read(report_path)
+    try:
+      self.r.run('speed', argv, record['commands'])
+    finally:  # the JAX half is written before the torch half starts: keep it
+      if report_path.exists():
+        self._speed_results(record, _read(report_path))
+
+  @staticmethod
+  def _speed_results(record, report: dict[str, Any]) -> None:
     keep = ('device_kind', 'device_count', 'platform', 'compile_seconds', 'epoch_seconds',
             'train_images_per_second', 'eval_images_per_second', 'train_tflops',
             'peak_tflops', 'train_fraction_of_peak', 'peak_memory_bytes', 'train_loss',
@@ -309,8 +363,13 @@ class Steps:
         'host': report.get('host'), 'benchmark': report}
 
   def _trained(self, record, step: str, config: str, workdir: Path,
-               extra: dict[str, Any] | None = None, export: bool = True) -> dict[str, Any]:
-    """Trains (or resumes) one run, scores it plain and with TTA, and exports it."""
+               publish: Callable[[dict[str, Any]], None],
+               extra: dict[str, Any] | None = None, export: bool = True) -> None:
+    """Trains (or resumes) one run, scores it plain and with TTA, and exports it.
+
+    The run's figures are `publish`ed into the record as soon as it is trained, so a
+    failed or cut export keeps them; the export's rows are added to the same dict.
+    """
     train = self._main(record, step, f'--config={config}', f'--workdir={workdir}',
                        *self.r.overrides({'eval_tta': True, **(extra or {})}))
     results = _read(workdir / 'results.json')
@@ -325,31 +384,42 @@ class Steps:
     # mirrored-and-averaged as val_accuracy_tta: no evaluation process of its own.
     run.update(val_accuracy=results.get('val_accuracy'),
                val_accuracy_tta=results.get('val_accuracy_tta'))
+    publish(run)
+    if not export:
+      return
     scored_on = (f'--workdir={workdir}', '--config.data.eval_split=validation')
-    if export:
+    sizes_path = workdir / 'sizes.json'
+    sizes_path.unlink(missing_ok=True)  # an older export's: only this one's is read
+    try:
       self._main(record, step, '--mode=export', *scored_on)['kind'] = 'export'
-      sizes = _read(workdir / 'sizes.json')
-      run['exports'] = {row['format']: {k: row.get(k) for k in ('bytes', 'accuracy',
-                                                                 'accuracy_delta')}
-                        for row in sizes['formats']}
-    return run
+    finally:  # export writes sizes.json before its ONNX formats: keep what it wrote
+      if sizes_path.exists():
+        sizes = _read(sizes_path)
+        run['exports'] = {row['format']: {k: row.get(k) for k in ('bytes', 'accuracy',
+                                                                   'accuracy_delta')}
+                          for row in sizes['formats']}
+        if sizes.get('failed_formats'):
+          run['exports']['failed'] = sizes['failed_formats']
 
   def squeezenet(self, record) -> None:
-    record['results'] = self._trained(record, 'squeezenet', SQUEEZENET_CONFIG,
-                                      self.r.work / 'squeezenet')
+    self._trained(record, 'squeezenet', SQUEEZENET_CONFIG, self.r.work / 'squeezenet',
+                  lambda run: record.__setitem__('results', run))
 
   def alexnet(self, record) -> None:
-    record['results'] = self._trained(record, 'alexnet', ALEXNET_CONFIG,
-                                      self.r.work / 'alexnet',
-                                      export=self.r.scale.alexnet_export)
+    self._trained(record, 'alexnet', ALEXNET_CONFIG, self.r.work / 'alexnet',
+                  lambda run: record.__setitem__('results', run),
+                  export=self.r.scale.alexnet_export)
     if not self.r.scale.alexnet_export:
-      record['results']['exports'] = {'not_run': 'smoke: AlexNet export takes minutes on CPU'}
+      record['results']['exports'] = {
+          'not_run': 'k-means and lzma of 36M weights take minutes of CPU: run '
+                     '--mode=export on the workdir'}
 
   def seeds(self, record) -> None:
-    runs = [self._trained(record, 'seeds', SQUEEZENET_CONFIG,
-                          self.r.work / 'seeds' / f'seed_{seed}', {'seed': seed}, export=False)
-            for seed in self.plan.extra_seeds()]
-    record['results'] = {'runs': runs}
+    record['results'] = {'runs': []}  # each seed's run kept as soon as it is trained
+    for seed in self.plan.extra_seeds():
+      self._trained(record, 'seeds', SQUEEZENET_CONFIG,
+                    self.r.work / 'seeds' / f'seed_{seed}', record['results']['runs'].append,
+                    {'seed': seed}, export=False)
 
   def sweep(self, record, step: str) -> None:
     workdir = self.r.work / step
@@ -358,7 +428,7 @@ class Steps:
       command = self._main(record, step, '--mode=sweep', f'--config={SWEEP_CONFIGS[step]}',
                            f'--workdir={workdir}', *self.r.overrides(SWEEP_OVERRIDES))
       command['kind'] = 'sweep'
-    except StepFailed as e:  # a failed point: the finished ones are still reported
+    except (StepFailed, OutOfBudget, Stopped) as e:  # the finished points are still reported
       failure = e
     if not (workdir / 'sweep.json').exists():
       raise failure or StepFailed(f'{workdir}/sweep.json was not written')
@@ -444,14 +514,15 @@ class Estimator:
     and compile seconds, an evaluation's wall), until then `process_allowance`.
   - an evaluation: one process allowance; an export: one plus
     `export_seconds_per_param` x parameters.
-  Nothing after the speed step can be estimated before it has measured a rate.
+  Until a rate is measured (the speed step failed or was skipped), SqueezeNet 1.1 is
+  taken to train at the scale's `fallback_rate` on `fallback_train_images` an epoch.
   """
 
   def __init__(self, scale: Scale, records: dict[str, dict], plan: Plan):
     self.scale = scale
     self.plan = plan
-    speed = records.get('speed', {})
-    self.speed = speed.get('results') if speed.get('status') == 'done' else None
+    # The speed step's JAX figures, also where its torch half failed or was cut.
+    self.speed = (records.get('speed') or {}).get('results')
     self.rates, overheads, compiles = [], [], []
     if self.speed:
       self.rates.append((self.speed['macs_per_image'],
@@ -475,11 +546,15 @@ class Estimator:
     self.compile = max([scale.compile_floor, *(scale.compile_factor * c for c in compiles)])
 
   def rate(self, macs: float) -> float:
-    macs0, rate0 = min(self.rates, key=lambda mr: abs(math.log(mr[0] / macs)))
+    rates = self.rates or [(self.plan.info()['trainings']['squeezenet'][0]['macs'],
+                            self.scale.fallback_rate)]
+    macs0, rate0 = min(rates, key=lambda mr: abs(math.log(mr[0] / macs)))
     return rate0 * min(1.0, macs0 / macs) ** MACS_EXPONENT
 
   def training(self, entry: dict[str, Any]) -> float:
-    images = entry['num_epochs'] * self.speed['data']['train_images']
+    train_images = (self.speed['data']['train_images'] if self.speed
+                    else self.scale.fallback_train_images)
+    images = entry['num_epochs'] * train_images
     compute = images / self.rate(entry['macs']) * (1 + self.scale.validation_share)
     return self.overhead + self.compile + compute
 
@@ -489,8 +564,6 @@ class Estimator:
   def step(self, step: str) -> float | None:
     if step == 'speed':
       return self.scale.speed_allowance
-    if not self.speed:
-      return None
     trainings = self.plan.info()['trainings']
     if step in ('squeezenet', 'alexnet'):  # training scores validation plain and with TTA
       entry = trainings[step][0]
@@ -548,6 +621,12 @@ def _write_json(path: Path, obj: Any) -> None:
   workdir_lib.write_json(path, obj)
 
 
+def _save_record(runner: Runner, step: str, record: dict[str, Any]) -> None:
+  _write_json(runner.out / f'{step}.json', record)
+  if runner.mirror is not None:
+    mirror(runner.out, runner.mirror)
+
+
 def load_records(out: Path) -> dict[str, dict]:
   records = {}
   for step in STEPS:
@@ -576,6 +655,7 @@ def run_plan(runner: Runner, force: bool) -> dict[str, dict]:
                  f'(--force, or deleting {step}.json, runs it again)')
       continue
     record = {'step': step, 'scale': runner.scale.name, 'started': _now(), 'commands': []}
+    save = functools.partial(_save_record, runner, step)
     try:
       estimate = Estimator(runner.scale, records, plan).step(step)
     except StepFailed as e:  # planning failed: the step cannot be estimated
@@ -586,8 +666,6 @@ def run_plan(runner: Runner, force: bool) -> dict[str, dict]:
     if estimate is None or estimate > left:
       if 'planning_error' in record:
         reason = 'planning failed (see planning_error)'
-      elif estimate is None:
-        reason = 'nothing measured to estimate it from: the speed step is not done'
       else:
         reason = f'estimated {estimate:.0f} s, {max(0.0, left):.0f} s of the budget left'
       record.update(status='skipped', reason=reason)
@@ -597,6 +675,9 @@ def run_plan(runner: Runner, force: bool) -> dict[str, dict]:
       start = time.monotonic()
       if force:  # a fresh start, not a resume of the earlier run's training
         shutil.rmtree(runner.work / step, ignore_errors=True)
+      # After each command: what the step has so far (a cut run keeps finished trainings).
+      runner.after_command = lambda: save({**record, 'status': 'running',
+                                           'wall_seconds': round(time.monotonic() - start, 2)})
       try:
         if step in SWEEP_CONFIGS:
           steps.sweep(record, step)
@@ -609,6 +690,7 @@ def run_plan(runner: Runner, force: bool) -> dict[str, dict]:
         record.update(status='interrupted', reason=str(e))
       except Stopped as e:
         record.update(status='interrupted', reason=str(e))
+      runner.after_command = lambda: None
       record['wall_seconds'] = round(time.monotonic() - start, 2)
       runner.log(f'step {step}: {record["status"]} after {record["wall_seconds"]:.0f} s'
                  + (f': {record.get("error") or record.get("reason")}'
@@ -617,7 +699,7 @@ def run_plan(runner: Runner, force: bool) -> dict[str, dict]:
     if step == 'seeds' and record['status'] == 'done':
       record['results']['over_three'] = over_seeds({**records, step: record})
     records[step] = record
-    _write_json(runner.out / f'{step}.json', record)
+    save(record)
     if runner.stop_signal is not None:
       break
   return records
@@ -638,7 +720,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument('--wheels', default=None,
                       help='Wheels to install offline when an import is missing '
                            f'(default: {DEFAULT_WHEELS}/ in the repository).')
+  parser.add_argument('--platform', choices=('any', 'cpu', 'gpu'), default='any',
+                      help='Where JAX must run: stop at once, with one line, where it does '
+                           'not (gpu: JAX_PLATFORMS=cuda, so a CUDA plugin that fails to '
+                           'load is an error, not a silent fall back to the CPU).')
+  parser.add_argument('--mirror', default=None,
+                      help='Copy each <step>.json, summary.md and logs.tgz here as soon as '
+                           'they are written (a GPU machine\'s $OUT).')
   args = parser.parse_args(argv)
+  if args.smoke and args.platform == 'gpu':
+    parser.error('--smoke runs on the CPU: it takes --platform=cpu or any')
   args.argv = argv
   return args
 
@@ -661,6 +752,24 @@ def _data_overrides(args, scale: Scale, wheels: Path, work: Path) -> dict[str, A
                    '(benchmarks/prepare_offline.sh) or in ../shared/data/')
   return {'data.source': 'folder', 'data.path': str(archive),
           'data.cache_dir': str(work / 'cache')}
+
+
+def preflight(runner: Runner, platform: str) -> None:
+  """`benchmarks.preflight` (versions, flax.nnx, devices) into work/preflight.json;
+  BadInput with its one line where it fails."""
+  runner.work.mkdir(parents=True, exist_ok=True)
+  done = subprocess.run([sys.executable, '-m', 'benchmarks.preflight', f'--platform={platform}',
+                         f'--out={runner.work / "preflight.json"}'], cwd=REPO, env=runner.env,
+                        capture_output=True, text=True, check=False)
+  if runner.mirror is not None:
+    mirror(runner.out, runner.mirror)
+  lines = done.stdout.strip().splitlines() + done.stderr.strip().splitlines()
+  errors = [line for line in lines if line.startswith('error:')]
+  if done.returncode:
+    raise BadInput((errors or lines or [f'preflight: exit status {done.returncode}'])[-1]
+                   .removeprefix('error: '))
+  for line in done.stdout.strip().splitlines():
+    runner.log(line)
 
 
 def main(argv: list[str]) -> int:
@@ -689,8 +798,12 @@ def run(args: argparse.Namespace, out: Path, start: float, installed: list[str],
   env = {**os.environ, 'JAX_COMPILATION_CACHE_DIR': str(work / 'jax_cache')}
   if scale is SMOKE:  # both frameworks on the CPU, even where a GPU is present
     env.update(JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='')
+  elif args.platform == 'gpu':
+    env['JAX_PLATFORMS'] = 'cuda'
   data = _data_overrides(args, scale, wheels, work)
-  runner = Runner(out, scale, start, args.budget_seconds, data, env, log)
+  mirror_dir = Path(args.mirror).absolute() if args.mirror else None
+  runner = Runner(out, scale, start, args.budget_seconds, data, env, log, mirror_dir)
+  preflight(runner, args.platform)
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, runner.on_signal)
   log(f'{scale.name} run into {out}, budget {args.budget_seconds:.0f} s, data '
@@ -702,6 +815,8 @@ def run(args: argparse.Namespace, out: Path, start: float, installed: list[str],
       'wall_seconds': round(time.monotonic() - start, 1), 'data': data,
       'installed_offline': installed,
       'command': shown([sys.executable, '-m', 'benchmarks.reproduce', *args.argv])})
+  if mirror_dir is not None:
+    mirror(out, mirror_dir)
   print(summary)
   return 128 + runner.stop_signal if runner.stop_signal is not None else 0
 

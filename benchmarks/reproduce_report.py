@@ -21,7 +21,7 @@ def _version(distribution: str) -> str | None:
 
 def _nvidia_smi(*args: str) -> str | None:
   try:
-    done = subprocess.run(['nvidia-smi', *args], capture_output=True, text=True, timeout=30,
+    done = subprocess.run(['nvidia-smi', *args], capture_output=True, text=True, timeout=10,
                           check=False)
   except (OSError, subprocess.TimeoutExpired):
     return None
@@ -110,11 +110,13 @@ def rows(records: dict[str, dict], steps: tuple[str, ...]) -> list[list[str]]:
       table.append([step, 'not reached', '-', '-', '-', '-'])
       continue
     status = record['status']
-    if status != 'done':
+    results = record.get('results')
+    if status != 'done':  # what it finished before it failed or was cut is still shown
       why = (record.get('reason') or record.get('error') or '').partition('\n')[0]
-      table.append([step, f'{status}: {why}', '-', '-', '-', '-'])
-      continue
-    results = record['results']
+      status = f'{status}: {why}'
+      if not results:
+        table.append([step, status, '-', '-', '-', '-'])
+        continue
     if step == 'speed':
       desc = f'speed: {results["dtype"]}, batch {results["batch_size"]}'
       table.append(_framework_row(f'{desc}, JAX', results['jax'], status,
@@ -129,7 +131,7 @@ def rows(records: dict[str, dict], steps: tuple[str, ...]) -> list[list[str]]:
                     f'{_acc(results.get("val_accuracy"))} / {_acc(results.get("val_accuracy_tta"))}',
                     _times(results), _n(results.get('images_per_second')), _size(results)])
     elif step == 'seeds':
-      for run in results['runs']:
+      for run in results.get('runs', []):
         table.append([f'seeds: seed {run.get("seed")}', status,
                       f'{_acc(run.get("val_accuracy"))} / {_acc(run.get("val_accuracy_tta"))}',
                       _times(run), _n(run.get('images_per_second')), '-'])
@@ -140,7 +142,7 @@ def rows(records: dict[str, dict], steps: tuple[str, ...]) -> list[list[str]]:
                       f'{_acc(plain["mean"])} ± {_acc(plain["std"])} / '
                       f'{_acc(tta.get("mean"))} ± {_acc(tta.get("std"))}', '-', '-', '-'])
     else:
-      for point in results['points']:
+      for point in results.get('points', []):
         table.append([f'{step}: {point["name"]}', status, f'{_acc(point.get("val_accuracy"))} / -',
                       f'- / - / {_n(point.get("train_seconds"), 1)}',
                       _n(point.get('images_per_second')), _size(point)])

@@ -4,7 +4,9 @@ Whatever a person reads comes from here, in one convention: sizes in decimal uni
 (MB = 10^6 bytes, as the paper), accuracies as fractions with four digits, every chart
 with labelled axes and units, a subtitle naming the data, the images seen and the
 epochs, ranges that include the reference points, and point labels that name their
-fields and are moved apart (adjustText) so they never collide.
+fields and are moved apart (adjustText) so they never collide. The charting packages
+(matplotlib, adjustText) are imported only when a chart is drawn: tables and JSON never
+depend on them.
 """
 
 import csv
@@ -14,14 +16,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
-import matplotlib
-import matplotlib.ticker
+from absl import logging
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-from adjustText import adjust_text  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from squeezenet_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from squeezenet_jax import workdir as workdir_lib
 
 # An accuracy axis spans at least this much, so noise never fills a chart.
 MIN_ACCURACY_SPAN = 0.1
@@ -136,8 +133,13 @@ def scatter_chart(path: str | Path, series: Sequence[Series], *, title: str, sub
                   references: Sequence[Reference] = (), accuracy_axis: bool = True) -> None:
   """A labelled scatter: the chart of every comparison in this project.
 
-  x ticks read in decimal units (`x_unit`: 'B' gives 100 kB, 1 MB, ...).
+  x ticks read in decimal units (`x_unit`: 'B' gives 100 kB, 1 MB, ...). Without
+  adjustText installed the labels stay where their points are (a warning says so).
   """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(7.5, 5))
   texts, xs, ys = [], [], []
   for s in series:
@@ -183,7 +185,12 @@ def scatter_chart(path: str | Path, series: Sequence[Series], *, title: str, sub
     ax.legend(fontsize=8, loc='best')
   fig.tight_layout()
   if texts:
-    adjust_text(texts, ax=ax, arrowprops={'arrowstyle': '-', 'color': 'gray', 'lw': 0.5})
+    try:
+      from adjustText import adjust_text  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      logging.warning('adjustText is not installed: the labels of %s may overlap', path)
+    else:
+      adjust_text(texts, ax=ax, arrowprops={'arrowstyle': '-', 'color': 'gray', 'lw': 0.5})
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
@@ -415,7 +422,9 @@ def sizes_markdown(report: dict[str, Any]) -> str:
       f"{megabytes(training['total_bytes'])}. `compressed`: "
       f"{export['prune_fraction']:.0%} of each kernel pruned, {export['bits']}-bit "
       'per-kernel codebooks, a byte per index, lzma. Bits/param: file bits per '
-      f"parameter ({report['params']:,}).", *_deploy_markdown(formats), '',
+      f"parameter ({report['params']:,}).", *_deploy_markdown(formats),
+      *(f"\n`{row['format']}` could not be exported: {row['error']}"
+        for row in report.get('failed_formats', [])), '',
       *_compress_markdown(report),
       *_checkpoint_markdown(report['checkpoints'])]
   return '\n'.join(lines) + '\n'

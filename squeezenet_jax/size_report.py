@@ -169,14 +169,16 @@ def build(config: ml_collections.ConfigDict, rows: list[dict[str, Any]], *,
           settings: ml_collections.ConfigDict, trained: dict[str, Any],
           stablehlo: dict[str, Any] | None = None,
           compress: dict[str, Any] | None = None,
-          reference: dict[str, Any] | None = None) -> dict[str, Any]:
+          reference: dict[str, Any] | None = None,
+          failed_formats: list[dict[str, str]] | None = None) -> dict[str, Any]:
   """The sizes.json dict from the exports' rows (format, bytes, accuracy, ...).
 
   `trained`: `epochs` and `images_seen` of the exported checkpoint, for the chart.
   `stablehlo`: the jax.export artifact's row, kept beside `formats` (the same
   function and weights as `onnx`, for JAX serving). `compress`: the settings of
   `--mode=compress`'s formats; `reference`: another run's report
-  (`reference_report`) to compare with at equal accuracy.
+  (`reference_report`) to compare with at equal accuracy. `failed_formats`: the
+  formats that could not be exported, each with its error.
   """
   alexnet = alexnet_reference(config)
   params = size_fields['params']
@@ -196,6 +198,8 @@ def build(config: ml_collections.ConfigDict, rows: list[dict[str, Any]], *,
   }
   if stablehlo:
     report['stablehlo'] = _format_rows([*rows, stablehlo], alexnet, params)[-1]
+  if failed_formats:
+    report['failed_formats'] = failed_formats
   if compress is not None:
     report['compress'] = compress
   if reference is not None:

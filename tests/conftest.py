@@ -61,3 +61,40 @@ def tiny_config(**overrides):
 def _isolated_cache(tmp_path_factory, monkeypatch):
   """Keeps decoded-data and compilation caches out of the user's home."""
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path_factory.getbasetemp() / 'cache'))
+
+
+def pytest_addoption(parser):
+  parser.addoption(
+      '--skip-missing-imports', action='store_true', default=False,
+      help='Leave out, and name, each test file whose imports (through the project\'s '
+           'modules) need a module this environment lacks: the gpu_image nox session.')
+
+
+def _files_needing_missing_modules(config) -> dict[Path, list[str]]:
+  """{test file: the modules it needs that do not import here}; the same in every
+  xdist worker, so each leaves out the same files."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import import_graph  # pylint: disable=g-import-not-at-top
+  left_out = {}
+  for path in sorted((REPO_ROOT / 'tests').rglob('test_*.py')):
+    missing = sorted(m for m in import_graph.third_party([path], at_import=True)
+                     if importlib.util.find_spec(m) is None)
+    if missing:
+      left_out[path.resolve()] = missing
+  return left_out
+
+
+def pytest_configure(config):
+  config.left_out = (_files_needing_missing_modules(config)
+                     if config.getoption('--skip-missing-imports') else {})
+
+
+def pytest_ignore_collect(collection_path, config):
+  return True if Path(collection_path).resolve() in config.left_out else None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+  del exitstatus
+  for path, missing in config.left_out.items():
+    terminalreporter.write_line(f'left out {path.relative_to(REPO_ROOT)}: needs '
+                                f'{", ".join(missing)} (not in this environment)')

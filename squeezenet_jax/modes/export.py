@@ -8,7 +8,11 @@ Formats, under `workdir/exports/<format>/`:
   onnx, onnx_int8, stablehlo  the inference function for other runtimes (`export_deploy`).
 Each export is read back from disk, dequantised to float32 and scored with the code
 of `--mode=eval`, so the accuracy reported is the accuracy of the bytes reported.
-The report goes to sizes.json, sizes.md and sizes.png (see `size_report`).
+The report goes to sizes.json, sizes.md and sizes.png (see `size_report`): first with
+the orbax and lzma formats, then again with the deployable ones, so that the sizes
+never depend on the ONNX toolchain. A deployable format that fails (a missing
+jax2onnx, a converter error) is named in `failed_formats` and in one `error:` line,
+after every other format is written.
 
 Settings come from the `export` block of the run's config.json (runs trained before
 it existed get `DEFAULT_SETTINGS`); `--config.export.*` and `--config.data.*` on the
@@ -138,13 +142,27 @@ def run(workdir: str, overrides: dict[str, Any], fallback: bool = False) -> dict
     restored = evaluate.RestoredRun(workdir, config, fallback=fallback)
     model = to_numpy(restored.variables)
     rows = export_rows(restored, model, settings)
-    deployed = export_deploy.export(restored, model, Path(workdir) / EXPORTS_DIR)
     # Formats of other modes (--mode=compress) stay in the report.
     previous = size_report.previous_report(workdir, restored.split, restored.num_images,
                                            restored.step)
+    # Until the deployable formats are rewritten below, none of them is reported.
+    kept = {k: v for k, v in size_report.carried(previous).items() if k != 'stablehlo'}
+    earlier = [row for row in size_report.kept_rows(previous, rows)
+               if row['format'] not in export_deploy.FORMATS]
+    reporting.write_sizes(workdir, build_report(restored, earlier, settings, **kept))
+    try:
+      deployed = export_deploy.export(restored, model, Path(workdir) / EXPORTS_DIR)
+    except (OSError, UserError):
+      raise  # a full disk, a damaged file: the user's to fix, as everywhere
+    except Exception as e:  # pylint: disable=broad-except
+      failure = f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'
+      report = build_report(restored, earlier, settings, **kept, failed_formats=[{'format': fmt, 'error': failure}
+                                            for fmt in export_deploy.FORMATS])
+      reporting.write_sizes(workdir, report)
+      raise UserError(f'the ONNX and StableHLO exports failed ({failure}); the other '
+                      f'formats are in {Path(workdir) / reporting.SIZES_JSON}') from e
     report = build_report(restored, size_report.kept_rows(previous, rows + deployed.rows),
-                          settings, **{**size_report.carried(previous),
-                                       'stablehlo': deployed.stablehlo})
+                          settings, **kept, stablehlo=deployed.stablehlo)
     reporting.write_sizes(workdir, report)
   return report
 

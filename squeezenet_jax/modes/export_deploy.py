@@ -28,6 +28,7 @@ from squeezenet_jax.modes import evaluate
 from squeezenet_jax.training import steps
 
 Tree = dict[str, Any]
+FORMATS = ('onnx', 'onnx_int8', 'stablehlo')
 
 
 @dataclasses.dataclass(frozen=True)

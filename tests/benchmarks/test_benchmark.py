@@ -95,3 +95,23 @@ def test_torch_reference_skips_what_it_does_not_model():
   pytest.importorskip('torch')
   with pytest.raises(torch_reference.Unsupported):
     torch_reference.build_model(_config(**{'model.bypass': 'simple'}))
+
+
+def test_a_failing_torch_reference_keeps_the_jax_figures(monkeypatch):
+  """A torch.compile or CUDA failure is recorded; the JAX half is written before it."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+
+  class Broken:
+    def __init__(self, *args):
+      raise RuntimeError('BackendCompilerFailed: inductor\nmore lines')
+
+  monkeypatch.setattr(torch_reference, 'unavailable_reason', lambda: None)
+  monkeypatch.setattr(torch_reference, 'fresh_compile_cache', contextlib.nullcontext)
+  monkeypatch.setattr(torch_reference, 'TorchRunner', Broken)
+  written = []
+  report = benchmark.run(_config(), repeats=1, with_torch=True, write=written.append)
+  assert [w['torch'] for w in written] == [{'skipped': 'not finished'}, report['torch']]
+  _check_speed(written[0]['jax'])
+  assert report['torch'] == {'skipped': 'the PyTorch reference failed: RuntimeError: '
+                                        'BackendCompilerFailed: inductor', 'failed': True}
+  assert 'jax_over_torch_images_per_second' not in report

@@ -2,7 +2,8 @@
 .ci/run does), `nox -s NAME` one, `nox -s NAME -- ARGS` passes ARGS to pytest.
 
   py311_lowest  Python 3.11, every requirement at its lower bound (uv's lowest-direct
-                resolution): the whole suite. The README's test command.
+                resolution): the whole suite but the device command's smoke (run by
+                gpu_image). The README's test command.
   gpu_image     Python 3.12 as the GPU machine's image (benchmarks/gpu_image.txt: its
                 versions, a CPU jaxlib in place of the CUDA plugin), plus the carried
                 wheels (benchmarks/carried.txt) installed as the GPU run installs them:
@@ -33,6 +34,7 @@ CARRY = REPO / 'carry'
 # 0.11.2, which cannot `import flax.nnx`, so the carried flax must take over.
 GPU_IMAGE_FLAX = 'flax==0.12.8'
 QUICK = ('-m', 'not slow')
+GPU_RUN_TEST = 'tests/benchmarks/test_gpu_run.py'
 
 
 def _name(requirement: str) -> str:
@@ -70,7 +72,8 @@ def _wheel_requirements(wheels: Path) -> set[str]:
 @nox.session(python='3.11')
 def py311_lowest(session):
   session.install('--resolution=lowest-direct', '-r', 'requirements-dev.txt')
-  session.run('python', '-m', 'pytest', '-q', *session.posargs)
+  # The device command's smoke runs in gpu_image, the environment it is for.
+  session.run('python', '-m', 'pytest', '-q', f'--deselect={GPU_RUN_TEST}', *session.posargs)
 
 
 @nox.session(python='3.12')
@@ -97,8 +100,7 @@ def gpu_image(session):
               *session.posargs, env=env)
   # The device command at smoke scale, killed and resumed (it strips PYTHONPATH: the
   # GPU run installs the carried wheels itself).
-  session.run('python', '-m', 'pytest', '-q', '-p', 'no:randomly',
-              'tests/benchmarks/test_gpu_run.py', env=env)
+  session.run('python', '-m', 'pytest', '-q', GPU_RUN_TEST, env=env)
 
 
 @nox.session(python='3.13')

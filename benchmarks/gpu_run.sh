@@ -21,7 +21,7 @@ if [[ -n ${SMOKE:-} ]]; then
 else
   args=(--platform=gpu)
   RUN_DIR=${RUN_DIR:-runs/h200}
-  nvidia-smi -L || echo "gpu_run: no nvidia-smi"
+  nvidia-smi -L 2>/dev/null || echo "gpu_run: no nvidia-smi"
 fi
 mkdir -p "$OUT" "$RUN_DIR"
 "$PYTHON" -m benchmarks.reproduce "${args[@]}" --out="$RUN_DIR" --mirror="$OUT" \

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Where the project's own modules live: the repository root, and tests/ for helpers.
-ROOTS = (REPO, REPO / 'tests')
+# Where the project's own modules live: the repository root, and tests/ and its
+# folders for helpers (pytest puts a test file's folder on sys.path).
+ROOTS = (REPO, REPO / 'tests', *sorted(p for p in (REPO / 'tests').rglob('*')
+                                       if p.is_dir() and p.name != '__pycache__'))
 
 
 def module_file(name: str) -> Path | None:
@@ -52,7 +54,7 @@ class _Imports(ast.NodeVisitor):
 
 def _package(path: Path) -> str:
   """The package a file's relative imports start from."""
-  root = next(r for r in ROOTS[::-1] if path.is_relative_to(r))
+  root = max((r for r in ROOTS if path.is_relative_to(r)), key=lambda r: len(r.parts))
   return '.'.join(path.relative_to(root).parts[:-1])
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from configs import alexnet_best
 from configs import squeezenet_best
 from configs import tiny as tiny_lib
@@ -33,6 +35,7 @@ def test_best_config_is_a_squeezenet_under_a_megabyte_as_int8():
   assert summary['bytes']['int8'] < 1_000_000
 
 
+@pytest.mark.slow
 def test_best_recipe_trains_and_exports_at_smoke_scale(tmp_path):
   results = loop.train_and_evaluate(_smoke(squeezenet_best.get_config()), str(tmp_path))
   assert 0.0 <= results['val_accuracy'] <= 1.0

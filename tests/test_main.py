@@ -58,6 +58,7 @@ def test_positional_arguments_are_image_paths_for_predict_only(tmp_path):
   assert result.returncode == 2 and 'needs image files' in error_line(result)
 
 
+@pytest.mark.slow
 def test_train_then_eval_and_summary_through_main(tmp_path):
   workdir = str(tmp_path / 'run')
   assert run_main(*TINY, f'--workdir={workdir}').returncode == 0

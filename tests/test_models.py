@@ -122,6 +122,7 @@ def test_image_too_small_is_user_error():
     output_shape(config, 32)
 
 
+@pytest.mark.slow
 def test_real_forward_imagenet_v11():
   config = make_config(stem='imagenet', num_classes=1000)
   model = models.create_model(config, rngs=nnx.Rngs(0))

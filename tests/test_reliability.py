@@ -18,6 +18,8 @@ from squeezenet_jax.training import loop
 from squeezenet_jax.errors import UserError
 from test_main import TINY, error_line, run_main
 
+pytestmark = pytest.mark.slow  # the quick tier leaves this file out
+
 # Long enough (about a second per epoch) to be interrupted mid-run.
 EPOCHS = ['--config.num_epochs=6', '--config.data.synthetic_train_size=1152']
 ONE_DEVICE = {'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}

@@ -28,6 +28,8 @@ from squeezenet_jax.training import optim
 from squeezenet_jax.training import steps as steps_lib
 
 ModelVars = dict[str, nnx.State]  # {'params': ..., 'batch_stats': ...}: the `model` item
+# XLA:CPU options of the init program (`init_model`).
+INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 2}
 
 
 def load_data(config: ml_collections.ConfigDict,
@@ -49,17 +51,21 @@ def init_model(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, ModelVa
   """The model's graph and freshly initialised variables (from the `init` stream).
 
   Initialised in one compiled program: eagerly, every parameter shape is a small
-  compilation of its own (tens of them, seconds on a CPU) in every process.
+  compilation of its own (tens of them, seconds on a CPU) in every process. On CPU the
+  program is compiled at XLA's backend optimization level 2, not 3: it runs once, and
+  LLVM's O3 passes over its random-number fusions were most of its compile time (more
+  so from jax 0.11 on), for bit-identical values.
   """
   graphdef, _ = abstract_model(config)
 
-  @jax.jit
   def init(key):
     model = models.create_model(config, rngs=nnx.Rngs(params=key))
     _, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     return params, batch_stats
 
-  params, batch_stats = init(rng.streams(rng.root_key(config.seed)).init)
+  key = rng.streams(rng.root_key(config.seed)).init
+  options = INIT_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
+  params, batch_stats = jax.jit(init).lower(key).compile(options)(key)
   return graphdef, {'params': params, 'batch_stats': batch_stats}
 
 

@@ -46,6 +46,7 @@ def test_offline_installs_only_missing_wheels(tmp_path, clean_path):
   assert offline.ensure(wheels, site, logged.append) == []  # found in site: nothing to do
 
 
+@pytest.mark.slow
 def test_an_installed_distribution_that_does_not_import_gets_the_carried_wheel(
     tmp_path, clean_path, monkeypatch):
   """As flax 0.12.8 under jax 0.11.2: installed, but `import flax.nnx` fails."""

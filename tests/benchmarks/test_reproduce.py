@@ -22,6 +22,7 @@ def _records(out):
           if (out / f'{step}.json').exists()}
 
 
+@pytest.mark.slow
 def test_no_budget_skips_every_step_with_its_reason(tmp_path):
   out, mirrored = tmp_path / 'run', tmp_path / 'out'
   env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / 'cache'))

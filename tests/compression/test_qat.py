@@ -16,6 +16,7 @@ from squeezenet_jax.errors import UserError
 
 
 
+@pytest.mark.slow
 def test_qat_forward_equals_the_dequantized_export_forward(bits=4):
   """int4 (int8 takes the same path: `qat.QTYPES`; its export round trip is tested with
   the file). Compiles three programs, so one width keeps the test short."""

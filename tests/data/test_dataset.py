@@ -265,6 +265,7 @@ def test_synthetic_is_deterministic_and_learnable(tmp_path):
 # Source 'tfds'.
 
 
+@pytest.mark.slow
 def test_tfds_with_mock_data(tmp_path, monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
   monkeypatch.setattr(sources, 'check_reachable', lambda *args: None)  # no network here

@@ -29,6 +29,8 @@ from squeezenet_jax.modes import export
 from squeezenet_jax.training import loop
 from squeezenet_jax.training.preemption import Preempted
 
+pytestmark = pytest.mark.slow  # the quick tier leaves this file out
+
 # Three stages, one of each method; pruning ramps over all of its 3 epochs (12 steps each).
 OVERRIDES = {
     'data.eval_split': 'validation', 'compress.stages': 'pruned,shared,qat_int4',

@@ -16,6 +16,8 @@ from squeezenet_jax.modes import sweep
 from squeezenet_jax.training import loop
 from squeezenet_jax.errors import UserError
 
+pytestmark = pytest.mark.slow  # the quick tier leaves this file out
+
 GRID = config_utils.product({'model.bypass': ('none', 'simple'),
                       'model.squeeze_ratio': (0.25, 0.5)})
 NAMES = ['model.bypass=none,model.squeeze_ratio=0.25',

@@ -20,6 +20,7 @@ from squeezenet_jax.sweep_launchers import local
 from squeezenet_jax.sweep_launchers import worker
 
 
+@pytest.mark.slow
 def test_stopped_and_killed_workers_resume_to_the_inline_parameters(tmp_path_factory):
   """Two workers: SIGTERM to the sweep; a rerun with one worker SIGKILLed; a last rerun.
 

@@ -15,6 +15,7 @@ from squeezenet_jax.sweep_launchers import worker
 pytest.importorskip('ray')
 
 
+@pytest.mark.slow
 def test_ray_retries_a_killed_worker_and_ends_with_the_inline_parameters(tmp_path_factory):
   base = tmp_path_factory.getbasetemp()
   inline_dir = sweep_cases.inline_sweep(base)

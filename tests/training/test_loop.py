@@ -29,6 +29,7 @@ def _run_epoch(config, mesh):
   return state, jax.device_get(metrics)
 
 
+@pytest.mark.slow
 def test_synthetic_run_learns_well_above_chance(tmp_path):
   config = tiny_config(num_epochs=4, profile_epoch=2, **{'data.synthetic_train_size': 1024})
   results = loop.train_and_evaluate(config, str(tmp_path))
@@ -46,6 +47,7 @@ def test_synthetic_run_learns_well_above_chance(tmp_path):
   assert json.loads((tmp_path / 'results.json').read_text()) == results
 
 
+@pytest.mark.slow
 def test_four_devices_match_one_device_for_the_same_global_batch():
   assert jax.device_count() == 4
   # Two steps of 32 at full learning rate; float reductions differ in order only.
@@ -58,6 +60,7 @@ def test_four_devices_match_one_device_for_the_same_global_batch():
   _params_close(state1.params, state4.params, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_scanned_epoch_equals_per_step_loop():
   config = tiny_config(**{'data.synthetic_train_size': 128 + 128})
   mesh = sharding.make_mesh(jax.devices()[:1])
@@ -71,6 +74,7 @@ def test_scanned_epoch_equals_per_step_loop():
   _params_close(stepped.params, scanned.params, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_rerun_resumes_at_the_right_step_with_the_same_state(tmp_path):
   full_dir, split_dir = tmp_path / 'full', tmp_path / 'split'
   full = loop.train_and_evaluate(tiny_config(num_epochs=2), str(full_dir))

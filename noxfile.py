@@ -81,7 +81,7 @@ def gpu_image(session):
   """What the GPU run meets: the image, the carried wheels, nothing else."""
   image = {_name(line): line for line in _lines(GPU_IMAGE)}
   session.install(image['pip'])  # pip downloads the carried wheels and installs them
-  session.run('bash', 'benchmarks/prepare_offline.sh', str(CARRY),
+  session.run('bash', 'benchmarks/prepare_offline.sh', str(CARRY), external=True,
               env={'PYTHON': 'python', 'DATA': os.environ.get('DATA', str(
                   REPO.parent / 'shared' / 'data' / 'cifar10-jpeg-train.tar.xz'))})
   # The image's distributions that the project or a carried wheel uses, at its pins.
@@ -89,7 +89,7 @@ def gpu_image(session):
             | {'jaxlib', 'pytest', 'pytest-xdist'})
   session.install(*sorted(image[name] for name in wanted & set(image) if name != 'flax'),
                   GPU_IMAGE_FLAX)
-  site = Path(session.create_tmp()) / 'site'
+  site = Path(session.create_tmp()).absolute() / 'site'
   session.run('python', '-c', 'import sys; from pathlib import Path; '
               'from benchmarks import offline; '
               'offline.ensure(Path(sys.argv[1]), Path(sys.argv[2]))', str(CARRY), str(site))

@@ -1,6 +1,7 @@
 """Cold compile seconds of each sweep point's programs: init, the training epoch, eval.
 
-  python -m benchmarks.compile_times [--sweep=configs/sweeps/bypass.py] [--out=FILE.json]
+  python -m benchmarks.compile_times [--sweep=configs/sweeps/bypass.py] [--points=a,b]
+      [--out=FILE.json]
 
 For `configs/default.py` and every point of the sweep (the model and batch sizes of
 the real configs, on a few synthetic images: only compilation is timed), with the
@@ -72,6 +73,8 @@ def point_times(config) -> dict[str, float | bool]:
 def main(argv):
   parser = argparse.ArgumentParser(prog='python -m benchmarks.compile_times')
   parser.add_argument('--sweep', default='configs/sweeps/bypass.py')
+  parser.add_argument('--points', default='',
+                      help='Only these (comma-separated: default, or a point name).')
   parser.add_argument('--out', default=None)
   args = parser.parse_args(argv[1:])
   jax.config.update('jax_enable_compilation_cache', False)
@@ -81,7 +84,9 @@ def main(argv):
   named = [('default', default.get_config())]
   named += [(p.name, p.config) for p in sweeps.make_points(sweep_config.get_config(),
                                                            sweeps.load_sweep(args.sweep))]
-  report = {'command': f'python -m benchmarks.compile_times --sweep={args.sweep}',
+  wanted = set(filter(None, args.points.split(',')))
+  named = [(name, config) for name, config in named if not wanted or name in wanted]
+  report = {'command': 'python -m benchmarks.compile_times ' + ' '.join(argv[1:]),
             'python': platform.python_version(), 'jax': jax.__version__,
             'jaxlib': importlib.metadata.version('jaxlib'),
             'flax': flax.__version__, 'backend': jax.default_backend(),

@@ -33,7 +33,6 @@ from squeezenet_jax.deploy import onnx_export
 from squeezenet_jax.deploy import predictions
 from squeezenet_jax.deploy import stablehlo_export
 from squeezenet_jax.errors import UserError
-from squeezenet_jax.modes import compress
 from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
 from squeezenet_jax.training import setup
@@ -81,9 +80,17 @@ def class_names(workdir: str) -> list[str] | None:
   return names
 
 
+def _compress():
+  """--mode=compress, imported only for its formats: it needs qwix and constriction,
+  which the other formats do not."""
+  from squeezenet_jax.modes import compress  # pylint: disable=g-import-not-at-top
+  return compress
+
+
 def _is_compress_stage(workdir: str, fmt: str) -> bool:
   """Whether `fmt` names a `--mode=compress` stage this run has a file of."""
-  return fmt not in FORMATS and (_exports(workdir) / fmt / compress.FILE).is_file()
+  directory = _exports(workdir) / fmt
+  return fmt not in FORMATS and directory.is_dir() and (directory / _compress().FILE).is_file()
 
 
 def _model(workdir: str, config, fmt: str, fallback: bool) -> dict[str, Any]:
@@ -97,7 +104,7 @@ def _model(workdir: str, config, fmt: str, fallback: bool) -> dict[str, Any]:
     return export.to_numpy(variables)
   directory = _exports(workdir) / fmt
   if _is_compress_stage(workdir, fmt):
-    return compress.load(directory)
+    return _compress().load(directory)
   if not directory.is_dir():
     raise UserError(f'no {fmt} export in {directory}: run --mode=export --workdir={workdir} '
                     'first (or leave out --format to use the checkpoint)')
@@ -123,7 +130,7 @@ def predict(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
   fmt = fmt or default_format(workdir)
   if fmt not in FORMATS and not _is_compress_stage(workdir, fmt):
     raise UserError(f'unknown --format={fmt}; expected one of: {", ".join(FORMATS)}, or a '
-                    f'stage --mode=compress exported ({_exports(workdir)}/<stage>/{compress.FILE})')
+                    f'stage --mode=compress exported ({_exports(workdir)}/<stage>/)')
   if top_k < 1:
     raise UserError(f'--top_k={top_k} must be at least 1')
   found = images_lib.read_images(paths, config.data.image_size)

@@ -24,8 +24,11 @@ def _wheel(directory, name='reproduce_offline_probe', version='1.0', body='VALUE
 
 @pytest.fixture
 def clean_path(monkeypatch):
+  """No site folder of this environment's own, and only the probes a test sets."""
   monkeypatch.setattr(sys, 'path', list(sys.path))
   monkeypatch.setenv('PYTHONPATH', '')
+  monkeypatch.setattr(offline, 'REQUIRED_MODULES', ())
+  monkeypatch.setattr(offline, 'PROBES', {})
   yield
   for name in ('reproduce_offline_probe', 'reproduce_offline_broken'):
     sys.modules.pop(name, None)

@@ -17,12 +17,12 @@ import importlib.util
 import json
 import os
 import platform
+import sys
 import time
 
 import flax
 import jax
 import numpy as np
-from absl import app
 from flax import nnx
 
 from configs import default
@@ -104,4 +104,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=lambda argv: argv)
+  main(sys.argv)

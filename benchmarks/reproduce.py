@@ -13,13 +13,14 @@ wrote (results.json, sizes.json, sweep.json, the benchmark's report):
                   validation): plain and TTA validation accuracy, wall / compile / train
                   seconds, then `--mode=export` (int8, compressed, ONNX: bytes, accuracy)
   seeds           two more seeds of squeezenet; mean and spread over the three
-  alexnet         configs/alexnet_best.py, the same fields (exported in the smoke only:
-                  its 36M weights take minutes of CPU, and a GPU's lease is short)
+  alexnet         configs/alexnet_best.py, trained as squeezenet, not exported (k-means
+                  and lzma of its 36M weights take minutes of CPU; a lease is short)
   sweep_versions  `--mode=sweep` of configs/sweeps/versions.py at full scale
   sweep_bypass    `--mode=sweep` of configs/sweeps/bypass.py at full scale
 
 Each step writes DIR/<step>.json (atomically) after each of its commands, so a run
-killed at its limit keeps every finished training and step, and a rerun with the same --out skips the steps
+killed at its limit keeps every finished training and step, and a rerun with the same
+--out skips the steps
 already done (`--force` redoes them) and resumes an interrupted training from its
 checkpoint. A step whose estimated time no longer fits the budget is skipped and
 recorded with its estimate (the model: benchmarks/README.md). The run ends with

@@ -20,9 +20,8 @@ wrote (results.json, sizes.json, sweep.json, the benchmark's report):
 
 Each step writes DIR/<step>.json (atomically) after each of its commands, so a run
 killed at its limit keeps every finished training and step, and a rerun with the same
---out skips the steps
-already done (`--force` redoes them) and resumes an interrupted training from its
-checkpoint. A step whose estimated time no longer fits the budget is skipped and
+--out skips the steps already done (`--force` redoes them) and resumes an interrupted
+training from its checkpoint. A step whose estimated time no longer fits the budget is skipped and
 recorded with its estimate (the model: benchmarks/README.md). The run ends with
 DIR/summary.md: one table, the card and the versions, and every command run.
 

@@ -785,6 +785,10 @@ def main(argv: list[str]) -> int:
   except (RuntimeError, BadInput) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except OSError as e:  # an --out or --mirror folder that cannot be written
+    print(f'error: could not write {e.filename or "to disk"}: {e.strerror or e}',
+          file=sys.stderr)
+    return 1
 
 
 def run(args: argparse.Namespace, out: Path, start: float, installed: list[str],

@@ -20,6 +20,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from squeezenet_jax.data import walk
 from squeezenet_jax.errors import UserError
 
 SPLITS = ('train', 'validation', 'test')
@@ -65,15 +66,14 @@ def _walk(path: str) -> Iterator[tuple[str, bytes | None]]:
 
 
 def _walk_directory(root: str) -> Iterator[tuple[str, bytes | None]]:
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames.sort()
-    rel_dir = os.path.relpath(dirpath, root)
-    for name in dirnames:
-      yield os.path.normpath(os.path.join(rel_dir, name)), None
-    for name in sorted(filenames):
-      rel_path = os.path.normpath(os.path.join(rel_dir, name))
-      if name.lower().endswith(IMAGE_SUFFIXES):
-        yield rel_path, pathlib.Path(dirpath, name).read_bytes()
+  for entry in walk.walk(root):
+    if entry.kind == 'dir':
+      yield entry.relative, None
+    elif entry.relative.lower().endswith(IMAGE_SUFFIXES):
+      if entry.kind == 'other':
+        raise UserError(f'{entry.path} in data.path {root} is {entry.why}: remove it or '
+                        'replace it with the image file')
+      yield entry.relative, entry.path.read_bytes()
 
 
 def _walk_archive(path: str) -> Iterator[tuple[str, bytes | None]]:
@@ -93,7 +93,7 @@ def _walk_archive(path: str) -> Iterator[tuple[str, bytes | None]]:
 def _parse_member(path: str, rel_path: str, is_dir: bool) -> tuple[str, ...] | None:
   """(split, class, file name) of an image, (split, class) of a class folder, else None."""
   parts = tuple(p for p in pathlib.PurePosixPath(rel_path).parts if p not in ('.', '/'))
-  if not parts or any(p.startswith('.') or p == '__MACOSX' for p in parts):
+  if not parts or walk.hidden(rel_path):
     return None  # hidden files and macOS metadata
   if is_dir:
     return parts if len(parts) == 2 and parts[0] in SPLITS else None
@@ -157,6 +157,26 @@ def decode_image(label: str, data: bytes, image_size: int) -> np.ndarray:
       if image.size != (image_size, image_size):
         raise UserError(f'Image {label} is {image.size[0]}x{image.size[1]}, expected '
                         f'{image_size}x{image_size} (data.image_size).')
-      return np.asarray(image if image.mode == 'RGB' else image.convert('RGB'))
+      return np.asarray(to_rgb(image, f'Image {label}'))
   except (OSError, SyntaxError, ValueError) as e:  # what Pillow raises for bad files
     raise UserError(f'Cannot decode image {label}: {e}') from e
+
+
+def to_rgb(image: Image.Image, label: str) -> Image.Image:
+  """8-bit RGB: transparent pixels onto white, 16-bit grey scaled (not clipped) to 8.
+
+  Pillow's own `convert('RGB')` clips 16-bit values at 255 and has no one meaning for
+  32-bit integer or float pixels, so those are refused.
+  """
+  if image.mode.startswith('I;16'):
+    return Image.fromarray((np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8),
+                           'L').convert('RGB')
+  if image.mode in ('I', 'F'):
+    kind = '32-bit integer' if image.mode == 'I' else 'floating-point'
+    raise UserError(f'{label} has {kind} pixels, whose range is unknown: save it '
+                    'as 8-bit RGB or greyscale')
+  if image.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or 'transparency' in image.info:
+    image = image.convert('RGBA')
+    background = Image.new('RGBA', image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, image).convert('RGB')
+  return image if image.mode == 'RGB' else image.convert('RGB')

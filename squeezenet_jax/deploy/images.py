@@ -19,12 +19,14 @@ import os
 import tarfile
 import zipfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from squeezenet_jax.data import archives
+from squeezenet_jax.data import walk
 from squeezenet_jax.errors import UserError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.gif', '.webp',
@@ -74,11 +76,12 @@ _Item = tuple[str, Path | bytes | str]
 
 def _sources(paths: Sequence[str | os.PathLike]) -> Iterator[_Item]:
   for path in paths:
-    path = Path(path)
+    path = Path(path).expanduser()
+    why = walk.regular_file_error(path)
     if path.is_dir():
       yield from _folder(path)
-    elif not path.exists():
-      yield str(path), 'no such file or folder'
+    elif why is not None:
+      yield str(path), why
     elif path.name.lower().endswith(TAR_SUFFIXES):
       yield from _tar(path)
     elif path.name.lower().endswith(ZIP_SUFFIXES):
@@ -87,22 +90,16 @@ def _sources(paths: Sequence[str | os.PathLike]) -> Iterator[_Item]:
       yield str(path), path
 
 
-def _hidden(relative: str) -> bool:
-  return any(p.startswith('.') or p == '__MACOSX' for p in PurePosixPath(relative).parts)
-
-
 def _is_image(name: str) -> bool:
-  return name.lower().endswith(IMAGE_SUFFIXES) and not _hidden(name)
+  return name.lower().endswith(IMAGE_SUFFIXES) and not walk.hidden(name)
 
 
 def _folder(root: Path) -> Iterator[_Item]:
   found = False
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-    for name in sorted(filenames):
-      if _is_image(name):
-        found = True
-        yield str(Path(dirpath, name)), Path(dirpath, name)
+  for entry in walk.walk(root):
+    if entry.kind != 'dir' and _is_image(entry.relative):
+      found = True
+      yield str(entry.path), entry.path if entry.kind == 'file' else entry.why
   if not found:
     yield str(root), f'no image files ({", ".join(IMAGE_SUFFIXES[:5])}, ...) in this folder'
 
@@ -164,12 +161,14 @@ def _decode(source: Path | bytes | str, image_size: int) -> tuple[np.ndarray | N
     return None, 'not an image Pillow can read'
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     return None, f'cannot decode image ({e})'
+  except UserError as e:  # a pixel format with no one meaning as RGB
+    return None, str(e)
 
 
 def prepare(image: Image.Image, image_size: int) -> np.ndarray:
   """An opened image as the model's input: RGB, centre square, image_size^2, uint8."""
   image.draft('RGB', (image_size, image_size))  # JPEG only: decode at a reduced scale
-  image = _to_rgb(ImageOps.exif_transpose(image))
+  image = archives.to_rgb(ImageOps.exif_transpose(image), 'the image')
   width, height = image.size
   if (width, height) != (image_size, image_size):
     side = min(width, height)
@@ -177,11 +176,3 @@ def prepare(image: Image.Image, image_size: int) -> np.ndarray:
     image = image.crop((left, top, left + side, top + side)).resize(
         (image_size, image_size), Image.Resampling.BICUBIC)
   return np.asarray(image, np.uint8)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-  if image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in image.info:
-    image = image.convert('RGBA')
-    background = Image.new('RGBA', image.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, image).convert('RGB')
-  return image if image.mode == 'RGB' else image.convert('RGB')

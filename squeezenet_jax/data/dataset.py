@@ -21,6 +21,16 @@ from squeezenet_jax.errors import UserError
 SPLITS = sources.SPLITS
 Split = sources.Split
 
+# What each data.* field does to a trained run's modes (eval, export, compress,
+# predict). SCORED fields choose the images scored, and may be overridden. HELD_OUT
+# fields decide which training images the run held out as validation, and INPUT ones
+# what the model sees: those stay the run's own, so that validation is scored on the
+# images the run never trained on, prepared as in training.
+SCORED_FIELDS = ('source', 'path', 'dataset', 'tfds_data_dir', 'cache_dir', 'eval_split',
+                 'synthetic_eval_size')
+HELD_OUT_FIELDS = ('val_size', 'split_seed', 'limit', 'synthetic_train_size')
+INPUT_FIELDS = ('image_size', 'mean', 'std', 'synthetic_num_classes')
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -28,6 +38,7 @@ class Dataset:
 
   splits: dict[str, sources.Split]
   class_names: tuple[str, ...]
+  description: str = ''  # where the images came from, e.g. "folder test.tar.xz"
 
   @property
   def num_classes(self) -> int:
@@ -43,7 +54,8 @@ def load_dataset(data_config, splits: Sequence[str] = ('train', 'validation')) -
   for name, split in loaded.items():
     logging.info('Loaded %s: %d images of shape %s from %s.', name, len(split.labels),
                  split.images.shape[1:], source.description)
-  return Dataset(splits=loaded, class_names=source.class_names)
+  return Dataset(splits=loaded, class_names=source.class_names,
+                 description=source.description)
 
 
 def available_splits(data_config) -> tuple[str, ...]:
@@ -60,6 +72,47 @@ def resolve_eval_split(data_config, available: Sequence[str] | None = None) -> s
     raise UserError(f'No {split!r} split to evaluate (data.eval_split); available: '
                     f'{", ".join(available) or "none"}.')
   return split
+
+
+def check_run_override(field: str, run_value, value) -> None:
+  """Refuses a `data.<field>` override of a trained run's mode that would score other
+  images than it says (a leaked validation set) or feed the model other inputs."""
+  if field in SCORED_FIELDS or _same(run_value, value):
+    return
+  if field in HELD_OUT_FIELDS:
+    raise UserError(f'--config.data.{field}={value!r}: the run held out its validation '
+                    f'images with data.{field}={run_value!r}, and another value would score '
+                    'images it trained on; leave the override out')
+  raise UserError(f'--config.data.{field}={value!r}: the run was trained with data.{field}='
+                  f'{run_value!r}, and its model takes its inputs so; leave the override out')
+
+
+def _same(a, b) -> bool:
+  if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+    return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+  return a == b
+
+
+def match_classes(dataset: Dataset, run_classes: Sequence[str] | None) -> Dataset:
+  """`dataset` with labels indexing the run's classes (by name), or a UserError.
+
+  Labels index the data's own class names (a folder's sorted folder names); scored
+  against a model they must mean the model's classes. A subset of them, or the same
+  ones in another order, is mapped by name; any other name is refused.
+  """
+  if run_classes is None or tuple(dataset.class_names) == tuple(run_classes):
+    return dataset
+  unknown = [c for c in dataset.class_names if c not in run_classes]
+  if unknown:
+    raise UserError(f'the data has class(es) {", ".join(unknown)} that the run was not '
+                    f'trained on; its classes are {", ".join(run_classes)} (classes.json): '
+                    'name the class folders as in training')
+  index = np.array([list(run_classes).index(c) for c in dataset.class_names], np.int32)
+  logging.info('Mapped the data\'s %d class(es) to the run\'s %d by name.',
+               len(dataset.class_names), len(run_classes))
+  return Dataset(splits={name: Split(images=split.images, labels=index[split.labels])
+                         for name, split in dataset.splits.items()},
+                 class_names=tuple(run_classes), description=dataset.description)
 
 
 # Splitting: validation hold-out and limit.

@@ -22,10 +22,26 @@ from squeezenet_jax.data import dataset as dataset_lib
 from squeezenet_jax.training import setup
 
 
-def run_config(workdir: str, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-  """The run's own config with command-line overrides (dotted names, e.g. `data.path`)."""
-  config = workdir_lib.load_config(workdir)
+def run_config(workdir: str, overrides: dict[str, Any],
+               base: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+  """The run's own config with command-line overrides (dotted names, e.g. `data.path`).
+
+  `data.*` overrides may choose other images to score, never other held-out images
+  or other inputs (`dataset_lib.check_run_override`); a `data.path` on a run trained
+  from another source means that folder or archive, so the source becomes `folder`.
+  `base`: the run's config as the mode completed it (default: its config.json).
+  """
+  config = workdir_lib.load_config(workdir) if base is None else base
+  overrides = dict(overrides)
+  if ('data.path' in overrides and 'data.source' not in overrides
+      and config.data.source != 'folder'):
+    logging.warning('Scoring data.path=%s with data.source=folder (the run was trained '
+                    'from data.source=%s).', overrides['data.path'], config.data.source)
+    overrides['data.source'] = 'folder'
   for name, value in overrides.items():
+    if name.startswith('data.') and name[len('data.'):] in config.data:
+      dataset_lib.check_run_override(name[len('data.'):],
+                                     config_utils.get_field(config, name), value)
     config_utils.set_field(config, name, value, '--config override')
   validation.validate(config)
   return config
@@ -47,8 +63,9 @@ class RestoredRun:
     mesh = sharding.make_mesh()
     self.graphdef, self.variables, self.step = setup.restore_model(
         config, self.checkpointer, mesh, fallback=fallback)
-    self.scorer = setup.Scorer(config, self.graphdef,
-                               setup.load_data(config, (self.split,)), mesh)
+    data = setup.load_data(config, (self.split,), workdir_lib.read_classes(workdir))
+    self.data_description = data.description
+    self.scorer = setup.Scorer(config, self.graphdef, data, mesh)
 
   @property
   def num_images(self) -> int:
@@ -85,5 +102,6 @@ def run(workdir: str, overrides: dict[str, Any], tta: bool = False,
     # Merged into the run's results.json: training's figures stay, this split's are added.
     return workdir_lib.merge_json(Path(workdir) / workdir_lib.RESULTS_FILE, {
         **scores, f'{prefix}_images': restored.num_images,
+        f'{prefix}_data': restored.data_description,
         f'{prefix}_checkpoint_step': restored.step, **restored.size_fields(),
         'checkpoint_bytes': restored.checkpointer.step_bytes(restored.step)})

@@ -10,11 +10,13 @@ Scorer and restore only the checkpoint's `model` item: no optimizer, no `opt_sta
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from squeezenet_jax import accounting
@@ -30,12 +32,16 @@ from squeezenet_jax.training import steps as steps_lib
 ModelVars = dict[str, nnx.State]  # {'params': ..., 'batch_stats': ...}: the `model` item
 # XLA:CPU options of the init program (`init_model`).
 INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 2}
+# A remainder of the training images past the last full batch worth a warning.
+LEFT_OUT_WARNING = 0.05
 
 
-def load_data(config: ml_collections.ConfigDict,
-              splits: tuple[str, ...]) -> dataset_lib.Dataset:
-  """The splits, checked against the model: class count and label range."""
-  dataset = dataset_lib.load_dataset(config.data, splits=splits)
+def load_data(config: ml_collections.ConfigDict, splits: tuple[str, ...],
+              run_classes: Sequence[str] | None = None) -> dataset_lib.Dataset:
+  """The splits, checked against the model: class count and label range; with
+  `run_classes` (a trained run's), labels mapped to them by name."""
+  dataset = dataset_lib.match_classes(dataset_lib.load_dataset(config.data, splits=splits),
+                                      run_classes)
   if dataset.num_classes != config.model.num_classes:
     raise UserError(f'the data has {dataset.num_classes} classes but '
                     f'model.num_classes={config.model.num_classes}')
@@ -167,6 +173,13 @@ class Trainer:
     if self.steps_per_epoch == 0:
       raise UserError(f'batch_size={config.batch_size} exceeds the {num_train} '
                       'training images')
+    left_out = num_train - self.steps_per_epoch * config.batch_size
+    if left_out > LEFT_OUT_WARNING * num_train:
+      logging.warning('Each epoch trains on %d of the %d training images (%.0f%% left out, '
+                      'a different part every epoch): batch_size=%d does not divide them; '
+                      'a batch_size or data.limit that does trains on all of them.',
+                      num_train - left_out, num_train, 100 * left_out / num_train,
+                      config.batch_size)
     self.optimizer = optim.make_optimizer(config, self.steps_per_epoch)
     if fine_tune is None:
       self.graphdef, variables = init_model(config)
@@ -212,6 +225,8 @@ class Trainer:
     """Compiles the epoch ahead of time; returns (epoch function, seconds compiling)."""
     steps, batch_size = self.steps_per_epoch, self.config.batch_size
     replicated = sharding.replicated(self.mesh)
+    logging.info('Compiling the train epoch (%d steps of %d) ...',
+                 steps, batch_size)
     start = time.perf_counter()
     if steps_lib.resolve_epoch_loop(self.config) == 'scan':
       epoch = jax.jit(steps_lib.make_train_epoch(self._train_step, self.mesh, steps,

@@ -91,7 +91,8 @@ def save_int8(float32_path: str | os.PathLike, calibration_images: np.ndarray,
   if not len(calibration_images):
     raise UserError('int8 ONNX export needs calibration images; none were given')
   reader = _ArrayReader(np.asarray(calibration_images, np.uint8), batch_size)
-  with tempfile.TemporaryDirectory() as tmp:
+  # Its temporary files beside the export: on its filesystem, named in a disk-full error.
+  with tempfile.TemporaryDirectory(dir=Path(directory).parent) as tmp:
     prepared, quantized = Path(tmp) / 'prepared.onnx', Path(tmp) / MODEL_FILE
     shape_inference.quant_pre_process(str(float32_path), str(prepared))
     # The quantizer also derives (unused) parameters for the excluded -inf tensors.

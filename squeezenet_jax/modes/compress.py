@@ -27,8 +27,6 @@ is refused rather than overwritten.
 """
 
 import contextlib
-import json
-import shutil
 import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,14 +34,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 from flax import nnx
 
 from squeezenet_jax import checkpoints
-from squeezenet_jax import config_utils
+from squeezenet_jax import exports
 from squeezenet_jax import quantize
-from squeezenet_jax import reporting
 from squeezenet_jax import rng
 from squeezenet_jax import size_report
 from squeezenet_jax import validation
@@ -86,10 +82,7 @@ def run_config(workdir: str, overrides: dict[str, Any],
                     'given: run --mode=compress through main.py')
   with config.unlocked():
     config.compress = merged
-  for name, value in overrides.items():
-    config_utils.set_field(config, name, value, '--config override')
-  validation.validate(config)
-  return config
+  return evaluate.run_config(workdir, overrides, base=config)
 
 
 def stage_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -164,9 +157,8 @@ def _fine_tune(graphdef: nnx.GraphDef, start: Start, settings: plan.Settings,
 
 def _write_export(directory: Path, encoded: Tree, batch_stats: nnx.State,
                   compress: ml_collections.ConfigDict) -> Tree:
-  """Writes the stage's file; returns what reading it back from disk gives."""
-  shutil.rmtree(directory, ignore_errors=True)
-  directory.mkdir(parents=True)
+  """Writes the stage's file into `directory` (empty); returns what reading it back
+  from disk gives."""
   tree = {'params': encoded, 'batch_stats': jax.device_get(nnx.to_pure_dict(batch_stats))}
   container.write(directory / FILE, tree, coding=compress.coding,
                   raw_dtype=compress.vector_dtype)
@@ -189,8 +181,7 @@ def _export_row(restored: evaluate.RestoredRun, name: str, stage: ml_collections
   scores = export.score(restored, dequantized(stored))
   row = {'format': name, 'bytes': checkpoints.directory_bytes(directory),
          'accuracy': scores['accuracy'], 'loss': scores['loss'],
-         'path': str(directory.relative_to(directory.parents[1])),
-         'method': stage.method, 'bits': stage.bits,
+         'path': f'{exports.EXPORTS_DIR}/{name}', 'method': stage.method, 'bits': stage.bits,
          'sparsity': plan.sparsity(stored['params']), 'finetune_epochs': epochs}
   logging.info('%-10s %12s bytes  accuracy %.4f  sparsity %.3f  (fine-tuned %d epoch%s)',
                name, f'{row["bytes"]:,}', row['accuracy'], row['sparsity'], epochs,
@@ -199,8 +190,10 @@ def _export_row(restored: evaluate.RestoredRun, name: str, stage: ml_collections
 
 
 def run_stage(name: str, config: ml_collections.ConfigDict, restored: evaluate.RestoredRun,
-              dataset, start: Start, fallback: bool = False) -> tuple[dict[str, Any], Start]:
-  """Fine-tunes (or resumes, or restores) one stage and exports it; (row, its result)."""
+              dataset, start: Start, transaction: exports.Transaction,
+              fallback: bool = False) -> tuple[dict[str, Any], Start]:
+  """Fine-tunes (or resumes, or restores) one stage and exports it (uncommitted) where
+  its committed export is not of its last step; (row, its result)."""
   stage = config.compress[name]
   workdir = Path(restored.workdir)
   directory = workdir / COMPRESS_DIR / name
@@ -219,10 +212,11 @@ def run_stage(name: str, config: ml_collections.ConfigDict, restored: evaluate.R
     loop.resume_and_train(trainer, checkpointer, str(directory), fallback=fallback)
     step = checkpointer.latest_step()
   epochs = start.epochs + stage.epochs
-  export_dir = workdir / export.EXPORTS_DIR / name
   saved_row = directory / EXPORT_FILE
   row = workdir_lib.read_json(saved_row) if saved_row.exists() else None
-  if not (row and row.get('step') == step and (export_dir / FILE).exists()):
+  if not (row and row.get('step') == step
+          and (exports.exports_dir(workdir) / name / FILE).exists()):
+    export_dir = transaction.directory(name)
     encoded = plan.encode(trainer.state.params, trainer.state.aux)
     stored = _write_export(export_dir, encoded, trainer.state.batch_stats, config.compress)
     row = {**_export_row(restored, name, stage, export_dir, stored, epochs), 'step': step}
@@ -231,7 +225,8 @@ def run_stage(name: str, config: ml_collections.ConfigDict, restored: evaluate.R
   return row, Start(params, trainer.state.batch_stats, epochs, record)
 
 
-def _float_rows(workdir: str, restored: evaluate.RestoredRun, settings) -> tuple[
+def _float_rows(workdir: str, restored: evaluate.RestoredRun, settings,
+                transaction: exports.Transaction) -> tuple[
     list[dict[str, Any]], dict[str, Any] | None]:
   """(rows, previous report): sizes.json's rows, or `--mode=export`'s, made now if absent."""
   previous = size_report.previous_report(workdir, restored.split, restored.num_images,
@@ -241,7 +236,8 @@ def _float_rows(workdir: str, restored: evaluate.RestoredRun, settings) -> tuple
   logging.info('sizes.json has no float32 row of step %d on %s: exporting first',
                restored.step, restored.split)
   model = export.to_numpy(restored.variables)
-  return size_report.kept_rows(previous, export.export_rows(restored, model, settings)), previous
+  rows = export.export_rows(restored, model, settings, transaction)
+  return size_report.kept_rows(previous, rows), previous
 
 
 def run(workdir: str, overrides: dict[str, Any],
@@ -254,25 +250,32 @@ def run(workdir: str, overrides: dict[str, Any],
   config = run_config(workdir, overrides, defaults)
   names = validation.compress_stages(config)
   export_settings = export.export_config(config)
-  dataset = setup.load_data(config, ('train', 'validation'))
+  dataset = setup.load_data(config, ('train', 'validation'),
+                            workdir_lib.read_classes(workdir))
   with workdir_lib.locked(workdir, 'compress'):
     restored = evaluate.RestoredRun(workdir, config, fallback=fallback)
     reference = (size_report.reference_report(config.compress.reference_workdir,
                                               restored.split, restored.num_images)
                  if config.compress.reference_workdir else None)
-    rows, previous = _float_rows(workdir, restored, export_settings)
+    transaction = exports.Transaction(workdir)
+    rows, previous = _float_rows(workdir, restored, export_settings, transaction)
     carried = size_report.carried(previous)
     start = Start(export.to_numpy(restored.variables)['params'],
                   restored.variables['batch_stats'], 0,
                   {'checkpoint_step': restored.step})
     results = {'': start}
     report = None
-    for name in names:
-      row, results[name] = run_stage(name, config, restored, dataset,
-                                     results[config.compress[name].start], fallback)
-      rows = [r for r in rows if r['format'] != name] + [row]
-      report = export.build_report(restored, rows, export_settings,
-                                   compress=config.compress.to_dict(),
-                                   reference=reference or carried.get('reference'))
-      reporting.write_sizes(workdir, report)
+    try:
+      for name in names:
+        row, results[name] = run_stage(name, config, restored, dataset,
+                                       results[config.compress[name].start], transaction,
+                                       fallback)
+        rows = [r for r in rows if r['format'] != name] + [row]
+        report = export.commit(transaction, workdir, export.build_report(
+            restored, rows, export_settings, compress=config.compress.to_dict(),
+            stablehlo=carried.get('stablehlo'),
+            reference=reference or carried.get('reference')))
+        transaction = exports.Transaction(workdir)
+    finally:
+      transaction.abort()
   return report

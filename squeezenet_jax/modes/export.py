@@ -30,6 +30,7 @@ from absl import logging
 from flax import nnx
 
 from squeezenet_jax import checkpoints
+from squeezenet_jax import exports
 from squeezenet_jax import quantize
 from squeezenet_jax import reporting
 from squeezenet_jax import sharding
@@ -41,7 +42,7 @@ from squeezenet_jax.modes import export_deploy
 from squeezenet_jax.training import setup
 
 FORMATS = ('float32', 'bfloat16', 'int8', 'compressed')
-EXPORTS_DIR = 'exports'
+EXPORTS_DIR = exports.EXPORTS_DIR
 COMPRESSED_FILE = 'model.dc.xz'
 _MODEL_PARTS = ('params', 'batch_stats')
 # The `export` block of runs trained before it existed (configs/default.py's values).
@@ -119,14 +120,16 @@ def score(restored: evaluate.RestoredRun, model: Tree) -> dict[str, float]:
                          for part in _MODEL_PARTS})
 
 
-def export_format(restored: evaluate.RestoredRun, fmt: str, model: Tree, directory: Path,
+def export_format(restored: evaluate.RestoredRun, fmt: str, model: Tree,
+                  transaction: exports.Transaction,
                   settings: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Saves one format, reloads it from disk and scores it."""
+  """Saves one format (uncommitted), reloads it from disk and scores it."""
+  directory = transaction.directory(fmt)
   save(fmt, model, directory, settings)
   scores = score(restored, load(fmt, directory))
   row = {'format': fmt, 'bytes': checkpoints.directory_bytes(directory),
          'accuracy': scores['accuracy'], 'loss': scores['loss'],
-         'path': str(directory.relative_to(directory.parents[1]))}
+         'path': f'{EXPORTS_DIR}/{fmt}'}
   logging.info('%-10s %12s bytes  accuracy %.4f', fmt, f'{row["bytes"]:,}', row['accuracy'])
   return row
 
@@ -141,37 +144,58 @@ def run(workdir: str, overrides: dict[str, Any], fallback: bool = False) -> dict
   with workdir_lib.locked(workdir, 'export'):
     restored = evaluate.RestoredRun(workdir, config, fallback=fallback)
     model = to_numpy(restored.variables)
-    rows = export_rows(restored, model, settings)
-    # Formats of other modes (--mode=compress) stay in the report.
-    previous = size_report.previous_report(workdir, restored.split, restored.num_images,
-                                           restored.step)
-    # Until the deployable formats are rewritten below, none of them is reported.
-    kept = {k: v for k, v in size_report.carried(previous).items() if k != 'stablehlo'}
-    earlier = [row for row in size_report.kept_rows(previous, rows)
-               if row['format'] not in export_deploy.FORMATS]
-    reporting.write_sizes(workdir, build_report(restored, earlier, settings, **kept))
+    transaction = exports.Transaction(workdir)
     try:
-      deployed = export_deploy.export(restored, model, Path(workdir) / EXPORTS_DIR)
-    except (OSError, UserError):
-      raise  # a full disk, a damaged file: the user's to fix, as everywhere
-    except Exception as e:  # pylint: disable=broad-except
-      failure = f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'
-      report = build_report(restored, earlier, settings, **kept, failed_formats=[{'format': fmt, 'error': failure}
-                                            for fmt in export_deploy.FORMATS])
-      reporting.write_sizes(workdir, report)
-      raise UserError(f'the ONNX and StableHLO exports failed ({failure}); the other '
-                      f'formats are in {Path(workdir) / reporting.SIZES_JSON}') from e
-    report = build_report(restored, size_report.kept_rows(previous, rows + deployed.rows),
-                          settings, **kept, stablehlo=deployed.stablehlo)
-    reporting.write_sizes(workdir, report)
-  return report
+      rows = export_rows(restored, model, settings, transaction)
+      # Formats of other modes (--mode=compress) stay in the report.
+      previous = size_report.previous_report(workdir, restored.split, restored.num_images,
+                                             restored.step)
+      # Until the deployable formats are rewritten below, none of them is reported.
+      kept = {k: v for k, v in size_report.carried(previous).items() if k != 'stablehlo'}
+      earlier = [row for row in size_report.kept_rows(previous, rows)
+                 if row['format'] not in export_deploy.FORMATS]
+      commit(transaction, workdir, build_report(restored, earlier, settings, **kept))
+      transaction = exports.Transaction(workdir)
+      try:
+        deployed = export_deploy.export(restored, model, transaction)
+      except (OSError, UserError):
+        raise  # a full disk, a damaged file: the user's to fix, as everywhere
+      except Exception as e:  # pylint: disable=broad-except
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        failure = f'{type(e).__name__}: {first}'
+        transaction.abort()
+        reporting.write_sizes(workdir, {
+            **build_report(restored, earlier, settings, **kept, failed_formats=[
+                {'format': fmt, 'error': failure} for fmt in export_deploy.FORMATS]),
+            exports.ID_KEY: exports.committed_id(workdir)})
+        raise UserError(f'the ONNX and StableHLO exports failed ({failure}); the other '
+                        f'formats are in {Path(workdir) / reporting.SIZES_JSON}') from e
+      report = build_report(restored, size_report.kept_rows(previous, rows + deployed.rows),
+                            settings, **kept, stablehlo=deployed.stablehlo)
+      return commit(transaction, workdir, report)
+    finally:
+      transaction.abort()  # after an error: what was not committed is dropped
+
+
+def commit(transaction: exports.Transaction, workdir: str,
+            report: dict[str, Any]) -> dict[str, Any]:
+  """Swaps the transaction's formats in with `report` as sizes.json; returns it."""
+  stamped = {}
+
+  def write(export_id: str) -> None:
+    stamped.update(report, **{exports.ID_KEY: export_id})
+    reporting.write_sizes(workdir, stamped)
+
+  reported = [row['format'] for row in report['formats']]
+  transaction.commit(write, reported + (['stablehlo'] if report.get('stablehlo') else []))
+  return stamped
 
 
 def export_rows(restored: evaluate.RestoredRun, model: Tree,
-                settings: ml_collections.ConfigDict) -> list[dict[str, Any]]:
-  """The orbax and lzma formats (`FORMATS`), exported, reloaded and scored."""
-  return [export_format(restored, fmt, model, Path(restored.workdir) / EXPORTS_DIR / fmt,
-                        settings) for fmt in FORMATS]
+                settings: ml_collections.ConfigDict,
+                transaction: exports.Transaction) -> list[dict[str, Any]]:
+  """The orbax and lzma formats (`FORMATS`), exported (uncommitted), reloaded and scored."""
+  return [export_format(restored, fmt, model, transaction, settings) for fmt in FORMATS]
 
 
 def build_report(restored: evaluate.RestoredRun, rows: list[dict[str, Any]],

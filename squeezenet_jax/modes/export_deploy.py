@@ -19,6 +19,7 @@ import numpy as np
 from absl import logging
 
 from squeezenet_jax import checkpoints
+from squeezenet_jax import exports
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.data import dataset as dataset_lib
 from squeezenet_jax.deploy import inference
@@ -64,14 +65,14 @@ def _row(fmt: str, path: Path, restored: evaluate.RestoredRun,
          logits: np.ndarray) -> dict[str, Any]:
   directory = path.parent
   row = {'format': fmt, 'bytes': checkpoints.directory_bytes(directory),
-         **scores(restored, logits),
-         'path': str(directory.relative_to(directory.parents[1]))}
+         **scores(restored, logits), 'path': f'{exports.EXPORTS_DIR}/{directory.name}'}
   logging.info('%-10s %12s bytes  accuracy %.4f', fmt, f'{row["bytes"]:,}', row['accuracy'])
   return row
 
 
-def export(restored: evaluate.RestoredRun, model: Tree, exports_dir: Path) -> Deployed:
-  """Writes exports_dir/{onnx,onnx_int8,stablehlo}/, each scored from disk."""
+def export(restored: evaluate.RestoredRun, model: Tree,
+           transaction: exports.Transaction) -> Deployed:
+  """Writes {onnx,onnx_int8,stablehlo}/ (uncommitted), each scored from disk."""
   config = restored.config
   images = restored.scorer.dataset.splits[restored.split].images
   class_names = (workdir_lib.read_classes(restored.workdir)
@@ -79,15 +80,19 @@ def export(restored: evaluate.RestoredRun, model: Tree, exports_dir: Path) -> De
   logits = inference.logits_fn(config, model)
   spec = inference.image_spec(config)
 
-  float32 = onnx_export.save_float32(logits, spec, exports_dir / onnx_export.FLOAT32_DIR,
+  logging.info('Converting to ONNX (a minute or two on a CPU) ...')
+  float32 = onnx_export.save_float32(logits, spec,
+                                     transaction.directory(onnx_export.FLOAT32_DIR),
                                      class_names=class_names)
   calibration, split = calibration_images(config, restored)
-  int8 = onnx_export.save_int8(float32, calibration, exports_dir / onnx_export.INT8_DIR)
+  int8 = onnx_export.save_int8(float32, calibration,
+                               transaction.directory(onnx_export.INT8_DIR))
   rows = [_row('onnx', float32, restored, onnx_export.onnx_logits(float32, images)),
           {**_row('onnx_int8', int8, restored, onnx_export.onnx_logits(int8, images)),
            'calibration_split': split, 'calibration_images': len(calibration)}]
 
-  artifact = stablehlo_export.save(logits, spec, exports_dir / stablehlo_export.DIRECTORY,
+  artifact = stablehlo_export.save(logits, spec,
+                                   transaction.directory(stablehlo_export.DIRECTORY),
                                    class_names=class_names)
   stablehlo = _row('stablehlo', artifact, restored, stablehlo_export.stablehlo_logits(
       artifact, images, batch_size=config.eval_batch_size))

@@ -25,6 +25,8 @@ import numpy as np
 from absl import logging
 
 from squeezenet_jax import checkpoints
+from squeezenet_jax import errors
+from squeezenet_jax import exports
 from squeezenet_jax import sharding
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.deploy import images as images_lib
@@ -54,7 +56,33 @@ class Predictions:
 
 
 def _exports(workdir: str) -> Path:
-  return Path(workdir) / export.EXPORTS_DIR
+  return exports.exports_dir(workdir)
+
+
+def _export_step(workdir: str, fmt: str) -> int | None:
+  """The checkpoint step `fmt`'s export was made from (sizes.json), if it says."""
+  path = Path(workdir) / exports.SIZES_FILE
+  if not path.exists():
+    return None
+  report = workdir_lib.read_json(path)
+  listed = {row.get('format') for row in report.get('formats', [])}
+  if report.get('stablehlo'):
+    listed.add('stablehlo')
+  return report.get('trained', {}).get('steps') if fmt in listed else None
+
+
+def _say_step(workdir: str, fmt: str) -> None:
+  """Names the step an export is of; warns where training has gone on since."""
+  step = _export_step(workdir, fmt)
+  if step is None:
+    return
+  latest = max((int(p.name) for p in workdir_lib.checkpoint_dir(workdir).glob('*')
+                if p.name.isdigit()), default=None)
+  logging.info('Classifying with the %s export of step %d', fmt, step)
+  if latest is not None and latest > step:
+    logging.warning('The %s export is of step %d, but the run has trained on to step %d: '
+                    'run --mode=export --workdir=%s again, or use --format=checkpoint.',
+                    fmt, step, latest, workdir)
 
 
 def default_format(workdir: str) -> str:
@@ -74,7 +102,8 @@ def class_names(workdir: str) -> list[str] | None:
   """classes.json (written by training); for older runs, the names the exports carry."""
   names = workdir_lib.read_classes(workdir)
   if names is None and _onnx_path(workdir, 'onnx').is_file():
-    names = onnx_export.class_names(_onnx_path(workdir, 'onnx'))
+    with errors.reading(_onnx_path(workdir, 'onnx'), 'an ONNX model', _export_again(workdir)):
+      names = onnx_export.class_names(_onnx_path(workdir, 'onnx'))
   if names is None and _stablehlo_path(workdir).is_file():
     names = stablehlo_export.read_metadata(_stablehlo_path(workdir)).get('class_names')
   return names
@@ -104,21 +133,31 @@ def _model(workdir: str, config, fmt: str, fallback: bool) -> dict[str, Any]:
     return export.to_numpy(variables)
   directory = _exports(workdir) / fmt
   if _is_compress_stage(workdir, fmt):
-    return _compress().load(directory)
+    with errors.reading(directory, f'a {fmt} export', f'run --mode=compress '
+                        f'--workdir={workdir} again, after moving {directory} away'):
+      return _compress().load(directory)
   if not directory.is_dir():
     raise UserError(f'no {fmt} export in {directory}: run --mode=export --workdir={workdir} '
                     'first (or leave out --format to use the checkpoint)')
-  return export.load(fmt, directory)
+  with errors.reading(directory, f'a {fmt} export', _export_again(workdir)):
+    return export.load(fmt, directory)
+
+
+def _export_again(workdir: str) -> str:
+  return f'run --mode=export --workdir={workdir} again (or use --format=checkpoint)'
 
 
 def logits(workdir: str, config, fmt: str, images: np.ndarray,
            fallback: bool = False) -> np.ndarray:
   """Logits of uint8 [N, S, S, 3] images from the run's `fmt`."""
   if fmt in ONNX_FORMATS:
-    return onnx_export.onnx_logits(_onnx_path(workdir, fmt), images)
+    with errors.reading(_onnx_path(workdir, fmt), 'an ONNX model', _export_again(workdir)):
+      return onnx_export.onnx_logits(_onnx_path(workdir, fmt), images)
   if fmt == 'stablehlo':
-    return stablehlo_export.stablehlo_logits(_stablehlo_path(workdir), images,
-                                             batch_size=config.eval_batch_size)
+    with errors.reading(_stablehlo_path(workdir), 'a StableHLO artifact',
+                        _export_again(workdir)):
+      return stablehlo_export.stablehlo_logits(_stablehlo_path(workdir), images,
+                                               batch_size=config.eval_batch_size)
   fn = inference.logits_fn(config, _model(workdir, config, fmt, fallback))
   return inference.batched_logits(fn, images, batch_size=config.eval_batch_size)
 
@@ -133,6 +172,9 @@ def predict(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
                     f'stage --mode=compress exported ({_exports(workdir)}/<stage>/)')
   if top_k < 1:
     raise UserError(f'--top_k={top_k} must be at least 1')
+  if fmt != 'checkpoint':
+    exports.check_complete(workdir)
+    _say_step(workdir, fmt)
   found = images_lib.read_images(paths, config.data.image_size)
   for name, error in found.errors:
     logging.warning('cannot classify %s: %s', name, error)

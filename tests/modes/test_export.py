@@ -14,12 +14,14 @@ from PIL import Image
 from configs import default
 from conftest import tiny_config
 from squeezenet_jax import checkpoints
+from squeezenet_jax import exports
 from squeezenet_jax import models
 from squeezenet_jax import quantize
 from squeezenet_jax import size_report
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
+from squeezenet_jax.modes import export_deploy
 from squeezenet_jax.modes import predict
 from squeezenet_jax.training import loop
 
@@ -214,3 +216,41 @@ def test_data_with_only_a_test_split_calibrates_on_it_and_says_so(run, tmp_path,
   assert 'calibrated on 30 images of `test`' in (copy / 'sizes.md').read_text()
   assert 'has no train split: the int8 ONNX export is calibrated on the images of test' in (
       caplog.text)
+
+
+def test_sizes_json_describes_exactly_the_formats_on_disk(run):
+  workdir, _, report = run
+  on_disk = exports.formats_on_disk(workdir)
+  assert on_disk == {row['format'] for row in report['formats']} | {'stablehlo'}
+  assert report[exports.ID_KEY] == exports.committed_id(workdir)
+  assert sorted(p.name for p in (workdir / 'exports').iterdir()) == sorted(on_disk)
+
+
+def test_an_export_cut_while_converting_leaves_one_described_set(run, tmp_path, monkeypatch):
+  workdir = tmp_path / 'copy'
+  shutil.copytree(run[0], workdir)
+
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(export_deploy.onnx_export, 'save_int8', killed)
+  with pytest.raises(KeyboardInterrupt):
+    export.run(str(workdir), {'data.eval_split': 'validation'})
+  exports.check_complete(workdir)
+  reported = json.loads((workdir / 'sizes.json').read_text())
+  assert exports.formats_on_disk(workdir) == {row['format'] for row in reported['formats']}
+  assert not (workdir / 'exports' / 'onnx').exists()  # not of this export: removed
+
+
+def test_predict_names_the_exports_step_and_warns_when_training_went_on(run, tmp_path,
+                                                                      caplog):
+  workdir = tmp_path / 'copy'
+  shutil.copytree(run[0], workdir)
+  step = run[2]['trained']['steps']
+  with caplog.at_level('INFO'):
+    predict._say_step(str(workdir), 'float32')
+  assert f'float32 export of step {step}' in caplog.text and 'trained on' not in caplog.text
+  (workdir / 'checkpoints' / str(step + 12)).mkdir()
+  with caplog.at_level('INFO'):
+    predict._say_step(str(workdir), 'float32')
+  assert f'trained on to step {step + 12}' in caplog.text

@@ -34,6 +34,8 @@ def get_config(workdir: str) -> ml_collections.ConfigDict:
       saved = json.load(f)
   except (OSError, ValueError):
     return default.get_config()
+  if not isinstance(saved, dict):  # the mode itself names the damaged file
+    return default.get_config()
   defaults = default.get_config().to_dict()
   for group in MODE_GROUPS:
     saved[group] = _with_defaults(saved.get(group, {}), defaults[group])

@@ -72,9 +72,11 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
   if not path.exists():
     return []
   events = []
-  for line in path.read_text().splitlines():
+  for line in path.read_bytes().splitlines():
     try:
-      events.append(json.loads(line))
-    except json.JSONDecodeError:  # a line cut short by a killed process
+      event = json.loads(line)
+    except ValueError:  # a line cut short by a killed process
       continue
+    if isinstance(event, dict):
+      events.append(event)
   return events

@@ -169,3 +169,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _check(field, config_utils.get_field(config, field), rule)
   if 'compress.stages' in present:
     compress_stages(config)
+
+
+# What a trained run's config.json must hold to rebuild and score its model; every
+# run has had these fields (the others are filled in for older runs, or not needed).
+RUN_FIELDS = (*(f for f in RULES if f.startswith('model.')), 'data.source',
+              'data.image_size', 'batch_size', 'eval_batch_size', 'label_smoothing', 'seed')
+
+
+def check_run_config(config: ml_collections.ConfigDict, path: str) -> None:
+  """Refuses a run's config.json cut short or hand-edited into missing fields."""
+  try:
+    present = set(config_utils.field_names(config))
+  except AttributeError:  # a group replaced by a value
+    present = set()
+  missing = [f for f in RUN_FIELDS if f not in present]
+  if missing:
+    raise UserError(f'{path} lacks {", ".join(missing[:4])}{" ..." if len(missing) > 4 else ""}'
+                    ': it is not the config a run wrote; restore it from a copy')

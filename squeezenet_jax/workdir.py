@@ -21,6 +21,7 @@ from typing import Any
 
 import ml_collections
 
+from squeezenet_jax import validation
 from squeezenet_jax.errors import UserError
 
 CONFIG_FILE = 'config.json'
@@ -60,11 +61,17 @@ def merge_json(path: str | os.PathLike, updates: dict[str, Any]) -> dict[str, An
   return merged
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+  """A JSON object written by `write_json`; anything else (cut short, not text,
+  hand-edited into another shape) is one UserError naming the file."""
   try:
-    return json.loads(Path(path).read_text())
-  except json.JSONDecodeError as e:
-    raise UserError(f'{path} is not valid JSON ({e})') from None
+    value = json.loads(Path(path).read_bytes())
+  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+    raise UserError(f'{path} is not valid JSON ({e}): restore it, or move it away') from None
+  if not isinstance(value, dict):
+    raise UserError(f'{path} holds a JSON {type(value).__name__}, not the object written '
+                    'there: restore it, or move it away')
+  return value
 
 
 def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
@@ -169,7 +176,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   config_path = Path(workdir) / CONFIG_FILE
   if not config_path.exists():
     raise UserError(f'{config_path} not found: is {workdir} the workdir of a train run?')
-  return ml_collections.ConfigDict(read_json(config_path))
+  config = ml_collections.ConfigDict(read_json(config_path))
+  validation.check_run_config(config, str(config_path))
+  return config
 
 
 def write_classes(workdir: str | os.PathLike, class_names) -> None:
@@ -183,7 +192,14 @@ def write_classes(workdir: str | os.PathLike, class_names) -> None:
 def read_classes(workdir: str | os.PathLike) -> list[str] | None:
   """The class names of the run in `workdir`, or None for runs trained before they were kept."""
   path = Path(workdir) / CLASSES_FILE
-  return read_json(path)['class_names'] if path.exists() else None
+  if not path.exists():
+    return None
+  names = read_json(path).get('class_names')
+  if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)
+          and len(set(names)) == len(names)):
+    raise UserError(f'{path} does not hold a list of distinct class names under '
+                    '"class_names": restore it, or move it away')
+  return names
 
 
 def checkpoint_dir(workdir: str) -> Path:

@@ -6,8 +6,12 @@ write (read-only or full disk) with one `error:` line and exit status 1; SIGTERM
 SIGINT with a checkpoint and exit status 143 / 130.
 
 `eval`, `export`, `compress` and `predict` work on a trained run: its own config.json
-is the base config (no `--config` needed), and `--config.data.*` (plus the mode's own
-group, e.g. `--config.export.*`) may be overridden on the command line.
+is the base config (no `--config` needed), and `--config.data.*` (the data scored),
+`--config.eval_batch_size` and the mode's own group (e.g. `--config.export.*`) may be
+overridden on the command line.
+
+Every config field and its value: add `--print_config`, e.g. `python main.py
+--config=configs/default.py --print_config`.
 """
 
 import os
@@ -20,8 +24,11 @@ from ml_collections import config_flags
 
 MODES = ('train', 'eval', 'summary', 'sweep', 'export', 'compress', 'predict')
 # Modes on a trained run, and the config groups each may override.
-RUN_MODES = {'eval': ('data.',), 'export': ('data.', 'export.'),
-             'compress': ('data.', 'compress.'), 'predict': ('data.',)}
+RUN_MODES = {'eval': ('data.', 'eval_batch_size'),
+             'export': ('data.', 'eval_batch_size', 'export.'),
+             'compress': ('data.', 'eval_batch_size', 'compress.'),
+             'predict': ('data.', 'eval_batch_size')}
+HELP_ARGS = ('-h', '-?', '--help', '--helpshort', '--helpfull')
 _RUN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'run.py')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'ml-collections config file.',
@@ -61,6 +68,9 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
                                       'Multi-process: process count ($JAX_NUM_PROCESSES).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None,
                                    'Multi-process: this process ($JAX_PROCESS_ID).')
+_PRINT_CONFIG = flags.DEFINE_bool(
+    'print_config', False, 'Print the resolved config (of --config, or the run\'s own for '
+    'eval/export/compress/predict, with every --config.* override applied) and exit.')
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:
@@ -71,6 +81,12 @@ def _flag_value(argv: list[str], name: str) -> str | None:
     if arg == f'--{name}' and i + 1 < len(argv):
       return argv[i + 1]
   return None
+
+
+def with_home_expanded(argv: list[str]) -> list[str]:
+  """`--workdir=~/runs/x` as the user meant it: the shell leaves a `~` after `=` as is."""
+  return [f'--workdir={os.path.expanduser(arg.split("=", 1)[1])}'
+          if arg.startswith('--workdir=') else arg for arg in argv]
 
 
 def with_run_config(argv: list[str]) -> list[str]:
@@ -157,12 +173,37 @@ def _fail(message: str, code: int) -> None:
   os._exit(code)  # pylint: disable=protected-access
 
 
+def _print_config(mode: str, workdir: str | None) -> None:
+  """The config the mode would run with, every field, as YAML."""
+  from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  if mode in RUN_MODES and _flag_value(sys.argv, 'config') is None:
+    if not workdir:
+      raise UserError(f'--mode={mode} --print_config needs --workdir (the run whose '
+                      'config to print)')
+    from squeezenet_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
+    config = evaluate.run_config(workdir, _run_overrides(mode))
+  elif _CONFIG.value is None:
+    raise UserError('--print_config needs --config=configs/<name>.py')
+  else:
+    config = _CONFIG.value
+  sys.stdout.write(config.to_json(indent=2) + "\n")
+  sys.stdout.flush()
+
+
 def main(argv):
   if len(argv) > 1 and _MODE.value != 'predict':  # predict's image paths
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   from squeezenet_jax import runtime  # pylint: disable=g-import-not-at-top
   from squeezenet_jax.errors import UserError, WriteError  # pylint: disable=g-import-not-at-top
   from squeezenet_jax.training.preemption import Preempted  # pylint: disable=g-import-not-at-top
+  if _PRINT_CONFIG.value:
+    try:
+      _print_config(_MODE.value, _WORKDIR.value)
+    except UserError as e:
+      _fail(str(e), 2)
+    return
+  if not _WORKDIR.value:
+    _fail('--workdir is required: the folder where the run keeps (or kept) its files', 2)
   try:
     runtime.setup(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                   process_id=_PROCESS_ID.value, verbose=flags.FLAGS['verbosity'].present)
@@ -176,8 +217,18 @@ def main(argv):
     _fail(str(e), 1)
   except OSError as e:  # any other failed write: read-only or full disk
     _fail(f'could not write {e.filename or "to disk"}: {e.strerror or e}', 1)
+  except KeyboardInterrupt:  # Ctrl-C before the trainer's own handler is installed
+    _fail('interrupted; nothing of this command was saved beyond its last checkpoint', 130)
+
+
+def _help(argv: list[str]) -> None:
+  """absl's help, with exit status 0 (absl's own exits 1)."""
+  full = '--helpfull' in argv
+  app.usage(shorthelp=not full, writeto_stdout=True, exitcode=0)
 
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('workdir')
-  app.run(main, argv=with_run_config(sys.argv))
+  _argv = with_run_config(with_home_expanded(sys.argv))
+  if any(a in HELP_ARGS for a in _argv[1:]):
+    _help(_argv)
+  app.run(main, argv=_argv)

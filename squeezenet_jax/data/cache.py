@@ -42,7 +42,7 @@ def cached_folder(path: str, image_size: int, directory: pathlib.Path) -> dict[s
 
 def cache_dir(data_config) -> pathlib.Path:
   if data_config.cache_dir:
-    return pathlib.Path(data_config.cache_dir)
+    return pathlib.Path(data_config.cache_dir).expanduser()
   base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
   return pathlib.Path(base, 'squeezenet_jax')
 

@@ -10,6 +10,7 @@
 """
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -104,7 +105,7 @@ def _synthetic_split(patterns: np.ndarray, num_images: int, seed: int,
 def _tfds_source(data_config) -> Source:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  # slow import
 
-  data_dir = data_config.tfds_data_dir or None
+  data_dir = os.path.expanduser(data_config.tfds_data_dir) or None
   try:
     builder = tfds.builder(data_config.dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -175,7 +176,7 @@ def _tfds_split(builder, split: str, image_size: int) -> Split:
 
 
 def _folder_source(data_config) -> Source:
-  paths = [p.strip() for p in data_config.path.split(',') if p.strip()]
+  paths = [os.path.expanduser(p.strip()) for p in data_config.path.split(',') if p.strip()]
   if not paths:
     raise UserError('data.source=folder needs data.path: comma-separated directories '
                     f'or .tar/.tar.gz/.tar.xz archives laid out {archives.LAYOUT}.')

@@ -59,6 +59,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     results = _results(trainer, checkpointer, workdir, val_metrics)
     if jax.process_index() == 0:
       results = workdir_lib.merge_json(f'{workdir}/{workdir_lib.RESULTS_FILE}', results)
+    logging.info('Trained %d epochs (%d steps): val_accuracy %.4f, %s parameters, '
+                 'checkpoint %s bytes; results in %s/%s', results['epochs'], results['steps'],
+                 results.get('val_accuracy', float('nan')), f'{results["params"]:,}',
+                 f'{results["checkpoint_bytes"]:,}', workdir, workdir_lib.RESULTS_FILE)
     return results
 
 

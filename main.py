@@ -193,9 +193,7 @@ def _print_config(mode: str, workdir: str | None) -> None:
 def main(argv):
   if len(argv) > 1 and _MODE.value != 'predict':  # predict's image paths
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from squeezenet_jax import runtime  # pylint: disable=g-import-not-at-top
   from squeezenet_jax.errors import UserError, WriteError  # pylint: disable=g-import-not-at-top
-  from squeezenet_jax.training.preemption import Preempted  # pylint: disable=g-import-not-at-top
   if _PRINT_CONFIG.value:
     try:
       _print_config(_MODE.value, _WORKDIR.value)
@@ -204,6 +202,14 @@ def main(argv):
     return
   if not _WORKDIR.value:
     _fail('--workdir is required: the folder where the run keeps (or kept) its files', 2)
+  if _MODE.value not in RUN_MODES and _CONFIG.value is not None:
+    from squeezenet_jax import validation  # pylint: disable=g-import-not-at-top
+    try:  # before JAX is imported: a bad value fails in a fraction of a second
+      validation.validate(_CONFIG.value)
+    except UserError as e:
+      _fail(str(e), 2)
+  from squeezenet_jax import runtime  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax.training.preemption import Preempted  # pylint: disable=g-import-not-at-top
   try:
     runtime.setup(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                   process_id=_PROCESS_ID.value, verbose=flags.FLAGS['verbosity'].present)

@@ -87,3 +87,35 @@ def test_train_then_eval_and_summary_through_main(tmp_path):
   refused = run_main(*TINY, f'--workdir={workdir}', '--config.learning_rate=0.5')
   assert refused.returncode == 2 and 'another config' in error_line(refused)
   assert (tmp_path / 'run' / 'results.json').read_text() == before
+
+
+@pytest.mark.parametrize('flag', ['--help', '--helpfull', '-h'])
+def test_help_exits_0_and_says_how_to_list_the_config_fields(flag):
+  result = run_main(flag)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '--print_config' in result.stdout and '--workdir' in result.stdout
+
+
+def test_print_config_shows_every_field_with_the_overrides_and_needs_no_workdir():
+  result = run_main(*TINY, '--print_config', '--config.model.bypass=simple')
+  assert result.returncode == 0, result.stderr[-2000:]
+  printed = json.loads(result.stdout)
+  assert printed['model']['bypass'] == 'simple' and 'split_seed' in printed['data']
+
+
+def test_a_runs_config_with_a_home_relative_workdir_and_an_eval_batch_size(tmp_path):
+  """`--workdir=~/w` is the user's home (bash leaves a `~` after `=`), and
+  eval_batch_size may be overridden on a trained run (for another device count)."""
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  (tmp_path / 'w').mkdir()
+  (tmp_path / 'w' / 'config.json').write_text(tiny_config().to_json())
+  result = run_main('--mode=eval', '--workdir=~/w', '--config.eval_batch_size=24',
+                    '--print_config', env={'HOME': str(tmp_path)})
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads(result.stdout)['eval_batch_size'] == 24
+  assert not (REPO_ROOT / '~').exists()
+
+
+def test_a_missing_workdir_is_one_error_line():
+  result = run_main(*TINY)
+  assert result.returncode == 2 and '--workdir is required' in error_line(result)

@@ -278,3 +278,19 @@ def test_a_read_only_workdir_fails_at_once_for_every_mode(tmp_path, tmpfs):
     result = run_main(*args, f'--workdir={disk / "run"}', timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert 'Read-only file system' in error_line(result)
+
+
+def test_ctrl_c_during_the_first_compile_is_one_line_and_exit_130(tmp_path):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **ONE_DEVICE}
+  process = subprocess.Popen([sys.executable, 'main.py', *TINY, f'--workdir={tmp_path}'],
+                             cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+  for line in process.stderr:
+    if 'Compiling the train epoch' in line:
+      break
+  process.send_signal(signal.SIGINT)
+  stderr = process.stderr.read()
+  assert process.wait(timeout=120) == 130
+  assert 'Traceback' not in stderr
+  assert [l for l in stderr.splitlines() if l.startswith('error: ')] == [
+      'error: interrupted; nothing of this command was saved beyond its last checkpoint']

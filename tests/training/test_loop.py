@@ -92,8 +92,11 @@ def test_rerun_resumes_at_the_right_step_with_the_same_state(tmp_path):
                 restored_params(split_dir, tiny_config(num_epochs=2)), rtol=0, atol=0)
 
 
-def test_eval_mode_scores_the_checkpoint(tmp_path):
-  trained = loop.train_and_evaluate(tiny_config(num_epochs=2), str(tmp_path))
+def test_eval_mode_scores_the_checkpoint(tmp_path, caplog):
+  with caplog.at_level('INFO'):
+    trained = loop.train_and_evaluate(tiny_config(num_epochs=2), str(tmp_path))
+  assert (f'Trained 2 epochs (24 steps): val_accuracy {trained["val_accuracy"]:.4f}'
+          in caplog.text and f'results in {tmp_path}/results.json' in caplog.text)
   results = evaluate.run(str(tmp_path), {'data.eval_split': 'validation'})
   assert results['val_accuracy'] == pytest.approx(trained['val_accuracy'])
   results = evaluate.run(str(tmp_path), {})  # synthetic has a test split: the default
@@ -130,3 +133,15 @@ def test_labels_outside_the_model_classes_are_refused(monkeypatch):
   monkeypatch.setattr(data_lib, 'load_dataset', with_a_bad_label)
   with pytest.raises(UserError, match=r'train labels span \[0, 10\], outside \[0, 10\)'):
     setup.load_data(tiny_config(), ('train', 'validation'))
+
+
+def test_a_large_remainder_past_the_last_batch_is_warned_about(caplog):
+  config = tiny_config(**{'data.limit': 120})  # 3 batches of 32: 24 images left out
+  with caplog.at_level('WARNING'):
+    setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
+  assert 'trains on 96 of the 120 training images (20% left out' in caplog.text
+  caplog.clear()
+  config = tiny_config(**{'data.limit': 100})  # 4 left out: not worth a line
+  with caplog.at_level('WARNING'):
+    setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
+  assert 'left out' not in caplog.text

@@ -129,14 +129,17 @@ def claim(workdir: str, config: ml_collections.ConfigDict, allow_config_change: 
 
 
 @contextlib.contextmanager
-def locked(workdir: str | os.PathLike, purpose: str,
-           wait_seconds: float = 0.0) -> Iterator[None]:
+def locked(workdir: str | os.PathLike, purpose: str, wait_seconds: float = 0.0,
+           unclaimed: str = 'keep') -> Iterator[None]:
   """Holds `workdir`'s lock for the block; a second holder gets a UserError at once, or
   once `wait_seconds` passed without the lock coming free.
 
   The lock file names the holder (pid, host, purpose, since), for the refusal message.
+  `unclaimed='remove'`: a workdir this call created is removed again if the block
+  leaves nothing in it but the lock (a start that failed before claiming it).
   """
   path = Path(workdir)
+  created = not path.exists()
   try:
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -159,6 +162,9 @@ def locked(workdir: str | os.PathLike, purpose: str,
         'since': datetime.datetime.now().isoformat(timespec='seconds')}).encode(), 0)
     yield
   finally:
+    if unclaimed == 'remove' and created and os.listdir(path) == [LOCK_FILE]:
+      os.unlink(path / LOCK_FILE)
+      path.rmdir()
     os.close(fd)  # releases the lock
 
 

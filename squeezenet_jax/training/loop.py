@@ -41,10 +41,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   process: all processes stop at the same step).
   """
   validation.validate(config)
-  trainer = setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
   with contextlib.ExitStack() as stack:
+    # The lock first: a second trainer of the workdir is refused before any work.
     multiprocess.on_process_0(
-        lambda: stack.enter_context(workdir_lib.locked(workdir, 'train')))
+        lambda: stack.enter_context(workdir_lib.locked(workdir, 'train', unclaimed='remove')))
+    trainer = setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
     multiprocess.on_process_0(lambda: workdir_lib.claim(workdir, config, allow_config_change))
     multiprocess.on_process_0(
         lambda: workdir_lib.write_classes(workdir, trainer.dataset.class_names))

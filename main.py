@@ -109,9 +109,10 @@ def _run_overrides(mode: str) -> dict:
   allowed = RUN_MODES[mode]
   for field in overrides:
     if not field.startswith(allowed):
+      takes = ', '.join(f'--config.{p}*' if p.endswith('.') else f'--config.{p}'
+                        for p in allowed)
       raise UserError(f'--mode={mode} works on the run\'s own model and recipe: '
-                      f'--config.{field} cannot change them (it takes --config.'
-                      f'{"*, --config.".join(allowed)}*)')
+                      f'--config.{field} cannot change them (it takes {takes})')
   return overrides
 
 
@@ -202,12 +203,14 @@ def main(argv):
     return
   if not _WORKDIR.value:
     _fail('--workdir is required: the folder where the run keeps (or kept) its files', 2)
-  if _MODE.value not in RUN_MODES and _CONFIG.value is not None:
-    from squeezenet_jax import validation  # pylint: disable=g-import-not-at-top
-    try:  # before JAX is imported: a bad value fails in a fraction of a second
+  try:  # before JAX is imported: a bad value fails in a fraction of a second
+    if _MODE.value in RUN_MODES:
+      _run_overrides(_MODE.value)
+    elif _CONFIG.value is not None:
+      from squeezenet_jax import validation  # pylint: disable=g-import-not-at-top
       validation.validate(_CONFIG.value)
-    except UserError as e:
-      _fail(str(e), 2)
+  except UserError as e:
+    _fail(str(e), 2)
   from squeezenet_jax import runtime  # pylint: disable=g-import-not-at-top
   from squeezenet_jax.training.preemption import Preempted  # pylint: disable=g-import-not-at-top
   try:

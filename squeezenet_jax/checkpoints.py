@@ -10,6 +10,7 @@ renamed when complete), so an interrupted save never replaces the last good step
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,17 @@ def _write_failure(error: Exception) -> str:
   return f'{type(error).__name__}: {lines[0][:200] if lines else ""}'
 
 
+@contextlib.contextmanager
+def writing(what: str) -> Iterator[None]:
+  """Turns orbax's many write failures (disk full, read-only) into one WriteError."""
+  try:
+    yield
+  except (UserError, WriteError, KeyboardInterrupt):
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # OSError, ValueError, ...
+    raise WriteError(f'could not save {what}: {_write_failure(e)}') from None
+
+
 def _has_arrays(tree: Any) -> bool:
   return bool(jax.tree.leaves(tree))
 
@@ -116,16 +128,8 @@ class Checkpointer:
     with self._writing('the last step'):
       self._manager.wait_until_finished()
 
-  @contextlib.contextmanager
   def _writing(self, what: str):
-    """Turns orbax's many write failures (disk full, read-only) into one WriteError."""
-    try:
-      yield
-    except (UserError, WriteError):
-      raise
-    except Exception as e:  # pylint: disable=broad-except  # OSError, ValueError, ...
-      raise WriteError(f'could not save checkpoint {what} in {self.directory}: '
-                       f'{_write_failure(e)}') from None
+    return writing(f'checkpoint {what} in {self.directory}')
 
   def restore(self, abstract_items: dict[str, Any], step: int | None = None,
               fallback: bool = False) -> tuple[dict[str, Any], int]:

@@ -101,15 +101,19 @@ class Transaction:
     written = sorted(p.name for p in self.partial.iterdir())
     unreported = sorted(formats_on_disk(self.workdir) - set(reported) - set(written))
     formats = [(f, True) for f in written] + [(f, False) for f in unreported]
-    workdir_lib.write_json(self.root / _JOURNAL, {'id': self.id, 'formats': formats})
-    previous = self.root / _PREVIOUS
-    previous.mkdir(exist_ok=True)
-    for fmt, _ in formats:
-      if (self.root / fmt).exists():
-        os.replace(self.root / fmt, previous / fmt)
-      if (self.partial / fmt).exists():
-        os.replace(self.partial / fmt, self.root / fmt)
-    write_report(self.id)
+    try:
+      workdir_lib.write_json(self.root / _JOURNAL, {'id': self.id, 'formats': formats})
+      previous = self.root / _PREVIOUS
+      previous.mkdir(exist_ok=True)
+      for fmt, _ in formats:
+        if (self.root / fmt).exists():
+          os.replace(self.root / fmt, previous / fmt)
+        if (self.partial / fmt).exists():
+          os.replace(self.partial / fmt, self.root / fmt)
+      write_report(self.id)
+    except BaseException:
+      recover(self.workdir)  # e.g. a full disk: the previous set back at once
+      raise
     shutil.rmtree(previous)
     (self.root / _JOURNAL).unlink()
     self.partial.rmdir()

@@ -23,6 +23,7 @@ import ml_collections
 
 from squeezenet_jax import validation
 from squeezenet_jax.errors import UserError
+from squeezenet_jax.errors import WriteError
 
 CONFIG_FILE = 'config.json'
 RESULTS_FILE = 'results.json'
@@ -50,7 +51,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + '\n')
+  try:
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + '\n')
+  except OSError as e:  # a full disk: the error names the file, not only the cause
+    tmp.unlink(missing_ok=True)
+    raise WriteError(f'could not write {path}: {e.strerror or e}') from None
   os.replace(tmp, path)
 
 

@@ -32,11 +32,12 @@ def _commit(workdir, contents, crash_after_replaces=None, crash_in_report=False,
     if crash_after_report:
       raise KeyboardInterrupt  # before the old folders and the journal are removed
 
-  os.replace = replace
+  os.replace, real_recover = replace, exports.recover
+  exports.recover = lambda workdir: None  # killed: no handler of the process runs
   try:
     transaction.commit(write_report, list(contents))
   finally:
-    os.replace = real_replace
+    os.replace, exports.recover = real_replace, real_recover
   return len(replaces)
 
 
@@ -99,3 +100,17 @@ def test_formats_the_report_leaves_out_are_removed(tmp_path):
   _commit(tmp_path, OLD)
   _commit(tmp_path, {'float32': 'new'})
   assert _on_disk(tmp_path) == {'float32': 'new'}
+
+
+def test_a_commit_that_fails_rolls_back_at_once(tmp_path, monkeypatch):
+  _commit(tmp_path, OLD)
+  transaction = exports.Transaction(tmp_path)
+  (transaction.directory('float32') / 'model').write_text('new')
+
+  def full_disk(export_id):
+    raise OSError(28, 'No space left on device')
+
+  with pytest.raises(OSError):
+    transaction.commit(full_disk, ['float32'])
+  exports.check_complete(tmp_path)
+  assert _on_disk(tmp_path) == OLD

@@ -28,6 +28,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
+from flax import traverse_util
 
 from squeezenet_jax import checkpoints
 from squeezenet_jax import exports
@@ -37,6 +38,7 @@ from squeezenet_jax import sharding
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax import size_report
 from squeezenet_jax.errors import UserError
+from squeezenet_jax.errors import WriteError
 from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export_deploy
 from squeezenet_jax.training import setup
@@ -84,7 +86,9 @@ def save(fmt: str, model: Tree, directory: Path, settings: ml_collections.Config
     directory.mkdir(parents=True)
     quantize.write_compressed(directory / COMPRESSED_FILE, stored)
   else:
-    with ocp.StandardCheckpointer() as checkpointer:
+    # Outermost: orbax reports a failed write when the checkpointer closes.
+    with checkpoints.writing(f'the {fmt} export in {directory}'), (
+        ocp.StandardCheckpointer()) as checkpointer:
       checkpointer.save(directory.absolute(), stored)
 
 
@@ -97,6 +101,21 @@ def load(fmt: str, directory: Path) -> Tree:
       stored = checkpointer.restore(directory.absolute())
   # A part without arrays (no BatchNorm) may not survive the round trip.
   return quantize.dequantize({part: stored.get(part, {}) for part in _MODEL_PARTS})
+
+
+def check_matches(config: ml_collections.ConfigDict, model: Tree, source: Path) -> None:
+  """Refuses weights of another model (an export copied from another run, or edited)."""
+  _, abstract = setup.abstract_model(config)
+  expected = traverse_util.flatten_dict(
+      {part: nnx.to_pure_dict(abstract[part]) for part in _MODEL_PARTS}, sep='/')
+  found = traverse_util.flatten_dict(model, sep='/')
+  shapes = {k: tuple(getattr(found[k], 'shape', ())) for k in found}
+  wrong = sorted(set(expected) ^ set(found)) or sorted(
+      k for k in expected if shapes[k] != tuple(expected[k].shape))
+  if wrong:
+    raise UserError(f'{source} holds the weights of another model (first difference: '
+                    f'{wrong[0]}): it is not an export of this run\'s config; run '
+                    '--mode=export again')
 
 
 def _filled(template: nnx.State, values: Tree, placement) -> nnx.State:
@@ -158,8 +177,11 @@ def run(workdir: str, overrides: dict[str, Any], fallback: bool = False) -> dict
       transaction = exports.Transaction(workdir)
       try:
         deployed = export_deploy.export(restored, model, transaction)
-      except (OSError, UserError):
-        raise  # a full disk, a damaged file: the user's to fix, as everywhere
+      except OSError as e:  # a full disk: the user's to fix, as everywhere
+        raise WriteError(f'could not save the deployable exports in {transaction.partial}: '
+                         f'{e.strerror or e}') from None
+      except (UserError, WriteError):
+        raise
       except Exception as e:  # pylint: disable=broad-except
         first = str(e).strip().splitlines()[0] if str(e).strip() else ''
         failure = f'{type(e).__name__}: {first}'

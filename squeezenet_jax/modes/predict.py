@@ -135,12 +135,15 @@ def _model(workdir: str, config, fmt: str, fallback: bool) -> dict[str, Any]:
   if _is_compress_stage(workdir, fmt):
     with errors.reading(directory, f'a {fmt} export', f'run --mode=compress '
                         f'--workdir={workdir} again, after moving {directory} away'):
-      return _compress().load(directory)
-  if not directory.is_dir():
+      model = _compress().load(directory)
+  elif not directory.is_dir():
     raise UserError(f'no {fmt} export in {directory}: run --mode=export --workdir={workdir} '
                     'first (or leave out --format to use the checkpoint)')
-  with errors.reading(directory, f'a {fmt} export', _export_again(workdir)):
-    return export.load(fmt, directory)
+  else:
+    with errors.reading(directory, f'a {fmt} export', _export_again(workdir)):
+      model = export.load(fmt, directory)
+  export.check_matches(config, model, directory)
+  return model
 
 
 def _export_again(workdir: str) -> str:
@@ -181,11 +184,15 @@ def predict(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
   if not found.names:
     return Predictions(format=fmt, names=[], top=[], errors=found.errors)
   scores = logits(workdir, config, fmt, found.images, fallback=fallback)
+  names = class_names(workdir)
+  if scores.shape[1] != len(names or range(config.model.num_classes)):
+    raise UserError(f'the {fmt} export of {workdir} scores {scores.shape[1]} classes, the '
+                    f'run has {len(names or range(config.model.num_classes))}: it is not '
+                    f'this run\'s; {_export_again(workdir)}')
   logging.info('Classified %d image(s) with the %s format of %s (%d unreadable)',
                len(found.names), fmt, workdir, len(found.errors))
   return Predictions(format=fmt, names=found.names,
-                     top=predictions.top_k(scores, top_k, class_names(workdir)),
-                     errors=found.errors)
+                     top=predictions.top_k(scores, top_k, names), errors=found.errors)
 
 
 def run(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,

@@ -45,6 +45,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # The lock first: a second trainer of the workdir is refused before any work.
     multiprocess.on_process_0(
         lambda: stack.enter_context(workdir_lib.locked(workdir, 'train', unclaimed='remove')))
+    # A workdir of another run is refused before any work; claimed once the data opened.
+    multiprocess.on_process_0(
+        lambda: workdir_lib.check_claim(workdir, config, allow_config_change))
     trainer = setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
     multiprocess.on_process_0(lambda: workdir_lib.claim(workdir, config, allow_config_change))
     multiprocess.on_process_0(

@@ -19,6 +19,8 @@ from squeezenet_jax import models
 from squeezenet_jax import quantize
 from squeezenet_jax import size_report
 from squeezenet_jax import workdir as workdir_lib
+from squeezenet_jax.errors import UserError
+from squeezenet_jax.errors import WriteError
 from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
 from squeezenet_jax.modes import export_deploy
@@ -254,3 +256,41 @@ def test_predict_names_the_exports_step_and_warns_when_training_went_on(run, tmp
   with caplog.at_level('INFO'):
     predict._say_step(str(workdir), 'float32')
   assert f'trained on to step {step + 12}' in caplog.text
+
+
+@pytest.mark.parametrize('fmt, damaged', [
+    ('float32', 'ocdbt.process_0/d'), ('stablehlo', 'model.jax_exported'),
+    ('onnx', 'model.onnx'), ('compressed', 'model.dc.xz')])
+def test_predict_on_a_truncated_export_is_one_error_naming_it(run, tmp_path, fmt, damaged):
+  workdir = tmp_path / 'copy'
+  shutil.copytree(run[0], workdir)
+  target = workdir / 'exports' / fmt / damaged
+  for path in ([target] if target.is_file() else sorted(target.iterdir())):
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  images = np.zeros((1, 32, 32, 3), np.uint8)
+  with pytest.raises(UserError, match=f'{workdir / "exports" / fmt}.* cannot be read|damaged'):
+    predict.logits(str(workdir), tiny_config(), fmt, images)
+
+
+def test_predict_refuses_the_export_of_another_model(run, tmp_path):
+  with pytest.raises(UserError, match='weights of another model'):
+    predict.logits(str(run[0]), tiny_config(**{'model.base_e': 32}), 'float32',
+                   np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_a_full_disk_during_export_keeps_the_previous_set(run, tmp_path, monkeypatch):
+  workdir = tmp_path / 'copy'
+  shutil.copytree(run[0], workdir)
+  before = {p: p.read_bytes() for p in sorted(workdir.rglob('*')) if p.is_file()
+            and 'exports' in p.parts or p.name.startswith('sizes')}
+
+  def full(*args, **kwargs):
+    raise ValueError('RESOURCE_EXHAUSTED: Failed writing: No space left on device')
+
+  monkeypatch.setattr(export.ocp.StandardCheckpointer, 'save', full)
+  with pytest.raises(WriteError, match='could not save the float32 export in .*exports/'
+                                       '.partial/float32: No space left on device'):
+    export.run(str(workdir), {'data.eval_split': 'validation'})
+  after = {p: p.read_bytes() for p in sorted(workdir.rglob('*')) if p.is_file()
+           and 'exports' in p.parts or p.name.startswith('sizes')}
+  assert after == before

@@ -13,6 +13,7 @@ import pytest
 from conftest import tiny_config
 from deploy_helpers import CIFAR10_JPEG_TRAIN
 from deploy_helpers import cifar_slice
+from squeezenet_jax import exports
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.deploy import onnx_export
 from squeezenet_jax.modes import evaluate
@@ -35,8 +36,9 @@ def run(tmp_path_factory):
   workdir = root / 'run'
   results = loop.train_and_evaluate(config, str(workdir))
   restored = evaluate.RestoredRun(str(workdir), config)
-  deployed = export_deploy.export(restored, export.to_numpy(restored.variables),
-                                  workdir / export.EXPORTS_DIR)
+  transaction = exports.Transaction(workdir)
+  deployed = export_deploy.export(restored, export.to_numpy(restored.variables), transaction)
+  transaction.commit(lambda export_id: None, list(export_deploy.FORMATS))
   return {'rows': {row['format']: row for row in deployed.rows},
           'stablehlo': deployed.stablehlo, 'results': results, 'workdir': workdir,
           'restored': restored}

@@ -22,6 +22,12 @@ def reading(path, what: str, fix: str) -> Iterator[None]:
   except (UserError, KeyboardInterrupt):
     raise
   except Exception as e:  # pylint: disable=broad-except  # each library has its own
-    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+    detail = first_line(e)
     raise UserError(f'{path} cannot be read as {what} ({type(e).__name__}'
                     f'{": " + detail if detail else ""}): {fix}') from None
+
+
+def first_line(error: Exception, limit: int = 200) -> str:
+  """An exception's first line, cut at a word boundary where it is long."""
+  line = str(error).strip().splitlines()[0] if str(error).strip() else ''
+  return line if len(line) <= limit else line[:limit].rsplit(' ', 1)[0] + ' ...'

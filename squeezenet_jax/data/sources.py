@@ -18,6 +18,7 @@ from absl import logging
 
 from squeezenet_jax.data import archives
 from squeezenet_jax.data import cache
+from squeezenet_jax import errors
 from squeezenet_jax.errors import UserError
 
 SPLITS = archives.SPLITS
@@ -121,7 +122,7 @@ def _tfds_source(data_config) -> Source:
     raise UserError(f'tensorflow-datasets lacks a dependency ({e}); '
                     'pip install -r requirements.txt.') from e
   except Exception as e:  # pylint: disable=broad-except  # network, disk, checksums...
-    cause = _first_line(e)
+    cause = errors.first_line(e)
     raise UserError(f'Could not download/prepare tfds {data_config.dataset!r} '
                     f'({type(e).__name__}: {cause}); {hint}.') from e
   info = builder.info
@@ -132,12 +133,6 @@ def _tfds_source(data_config) -> Source:
       splits=tuple(s for s in SPLITS if s in splits),
       class_names=tuple(info.features[info.supervised_keys[1]].names),
       read=lambda split: _tfds_split(builder, split, data_config.image_size))
-
-
-def _first_line(error: Exception, limit: int = 200) -> str:
-  """An exception's first line, cut at a word boundary where it is long."""
-  line = str(error).strip().splitlines()[0] if str(error).strip() else ''
-  return line if len(line) <= limit else line[:limit].rsplit(' ', 1)[0] + ' ...'
 
 
 def check_reachable(url: str, purpose: str, hint: str,

@@ -77,10 +77,9 @@ _Item = tuple[str, Path | bytes | str]
 def _sources(paths: Sequence[str | os.PathLike]) -> Iterator[_Item]:
   for path in paths:
     path = Path(path).expanduser()
-    why = walk.regular_file_error(path)
     if path.is_dir():
       yield from _folder(path)
-    elif why is not None:
+    elif (why := walk.regular_file_error(path)) is not None:
       yield str(path), why
     elif path.name.lower().endswith(TAR_SUFFIXES):
       yield from _tar(path)

@@ -31,6 +31,7 @@ from flax import nnx
 from flax import traverse_util
 
 from squeezenet_jax import checkpoints
+from squeezenet_jax import errors
 from squeezenet_jax import exports
 from squeezenet_jax import quantize
 from squeezenet_jax import reporting
@@ -183,8 +184,7 @@ def run(workdir: str, overrides: dict[str, Any], fallback: bool = False) -> dict
       except (UserError, WriteError):
         raise
       except Exception as e:  # pylint: disable=broad-except
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
-        failure = f'{type(e).__name__}: {first}'
+        failure = f'{type(e).__name__}: {errors.first_line(e)}'
         transaction.abort()
         reporting.write_sizes(workdir, {
             **build_report(restored, earlier, settings, **kept, failed_formats=[
@@ -200,7 +200,7 @@ def run(workdir: str, overrides: dict[str, Any], fallback: bool = False) -> dict
 
 
 def commit(transaction: exports.Transaction, workdir: str,
-            report: dict[str, Any]) -> dict[str, Any]:
+           report: dict[str, Any]) -> dict[str, Any]:
   """Swaps the transaction's formats in with `report` as sizes.json; returns it."""
   stamped = {}
 

@@ -185,10 +185,10 @@ def predict(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
     return Predictions(format=fmt, names=[], top=[], errors=found.errors)
   scores = logits(workdir, config, fmt, found.images, fallback=fallback)
   names = class_names(workdir)
-  if scores.shape[1] != len(names or range(config.model.num_classes)):
+  num_classes = len(names) if names else config.model.num_classes
+  if scores.shape[1] != num_classes:
     raise UserError(f'the {fmt} export of {workdir} scores {scores.shape[1]} classes, the '
-                    f'run has {len(names or range(config.model.num_classes))}: it is not '
-                    f'this run\'s; {_export_again(workdir)}')
+                    f'run has {num_classes}: it is not this run\'s; {_export_again(workdir)}')
   logging.info('Classified %d image(s) with the %s format of %s (%d unreadable)',
                len(found.names), fmt, workdir, len(found.errors))
   return Predictions(format=fmt, names=found.names,

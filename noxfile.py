@@ -26,6 +26,9 @@ nox.options.default_venv_backend = 'uv'
 nox.options.sessions = ['py311_lowest', 'gpu_image', 'py313_latest']
 nox.options.reuse_venv = 'no'
 nox.options.error_on_missing_interpreters = True
+# uv, unlike pip, installs without bytecode; where PYTHONDONTWRITEBYTECODE is set, every
+# test's main.py subprocess would then recompile jax, flax and the rest on import.
+os.environ.setdefault('UV_COMPILE_BYTECODE', '1')
 
 REPO = Path(__file__).parent
 GPU_IMAGE = REPO / 'benchmarks' / 'gpu_image.txt'

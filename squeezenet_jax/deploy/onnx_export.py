@@ -52,9 +52,10 @@ def save_float32(logits: Callable, input_shape: Sequence[Any], directory: str | 
   as `inference.image_spec` gives it. `class_names` are stored in the file's metadata
   (`class_names`, a JSON list), so a runtime can name its predictions.
   """
-  # Imported here: jax2onnx loads its plugins (~20 s on 2 CPU cores) for conversion only.
+  # Imported here, for conversion only: jax2onnx registers its plugins at import.
   import jax2onnx  # pylint: disable=g-import-not-at-top
 
+  _load_jax_plugins_only()
   proto = jax2onnx.to_onnx(
       logits, inputs=[jax.ShapeDtypeStruct(tuple(input_shape), jnp.uint8)],
       model_name=model_name, opset=OPSET, input_names=[INPUT_NAME],
@@ -65,6 +66,23 @@ def save_float32(logits: Callable, input_shape: Sequence[Any], directory: str | 
   path = _fresh(directory) / MODEL_FILE
   onnx.save_model(proto, path)
   return path
+
+
+def _load_jax_plugins_only() -> None:
+  """Registers jax2onnx's JAX and Flax plugins alone, before `to_onnx` would import every
+  plugin tree: the Equinox ones build example models at import, most of the conversion's
+  time, and `logits` (JAX and Flax pooling) never uses them. A jax2onnx without these
+  internals imports everything, as it would unaided.
+  """
+  from jax2onnx.plugins import plugin_system  # pylint: disable=g-import-not-at-top
+  if not (hasattr(plugin_system, '_import_tree')
+          and hasattr(plugin_system, '_already_imported_plugins')):
+    return
+  if not plugin_system._already_imported_plugins:  # pylint: disable=protected-access
+    root = Path(plugin_system.__file__).parent
+    for tree in ('jax', 'flax'):
+      plugin_system._import_tree(root / tree, f'jax2onnx.plugins.{tree}')  # pylint: disable=protected-access
+    plugin_system._already_imported_plugins = True  # pylint: disable=protected-access
 
 
 class _ArrayReader(quantization.CalibrationDataReader):

@@ -7,6 +7,7 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import atexit  # pylint: disable=g-import-not-at-top
+import fcntl  # pylint: disable=g-import-not-at-top
 import shutil  # pylint: disable=g-import-not-at-top
 import tempfile  # pylint: disable=g-import-not-at-top
 from pathlib import Path  # pylint: disable=g-import-not-at-top
@@ -55,6 +56,55 @@ def tiny_config(**overrides):
   for name, value in overrides.items():
     config_utils.set_field(config, name, value)
   return config
+
+
+TINY_RUN_EPOCHS = 2  # two kept steps: a fallback and a latest
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory) -> Path:
+  """The workdir of `tiny_config(num_epochs=2)`'s run, trained once per test session.
+
+  xdist workers share it: the first to ask trains it under a lock, the others wait and
+  reuse it. Treat it as read-only: `copy_run` gives a test a copy of its own to change.
+  `tiny_run_log` is what its training logged.
+  """
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # shared by the workers of this session
+  workdir = root / 'tiny_run'
+  with open(root / 'tiny_run.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (workdir / 'results.json').exists():
+      shutil.rmtree(workdir, ignore_errors=True)
+      _train_logging_to(tiny_config(num_epochs=TINY_RUN_EPOCHS), workdir,
+                        root / 'tiny_run.log')
+  return workdir
+
+
+def _train_logging_to(config, workdir: Path, log: Path) -> None:
+  import logging  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax.training import loop  # pylint: disable=g-import-not-at-top
+  handler, root = logging.FileHandler(log), logging.getLogger()
+  level = root.level
+  root.addHandler(handler)
+  root.setLevel(logging.INFO)
+  try:
+    loop.train_and_evaluate(config, str(workdir))
+  finally:
+    root.removeHandler(handler)
+    root.setLevel(level)
+    handler.close()
+
+
+def tiny_run_log(workdir: Path) -> str:
+  return (workdir.parent / 'tiny_run.log').read_text()
+
+
+def copy_run(workdir: Path, target: Path) -> Path:
+  """A copy of a finished run's workdir at `target` (which must not exist)."""
+  shutil.copytree(workdir, target)
+  return target
 
 
 @pytest.fixture(autouse=True)

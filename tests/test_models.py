@@ -8,10 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import deploy_helpers
 from configs import default
 from squeezenet_jax import accounting
 from squeezenet_jax import models
 from squeezenet_jax.errors import UserError
+
+
+# Narrow Fire modules: the same layers, compiled in seconds (behaviour, not sizes).
+NARROW = {'base_e': 16, 'incr_e': 16, 'squeeze_ratio': 0.5}
 
 
 def make_config(dtype='float32', **model_fields):
@@ -25,6 +30,16 @@ def make_config(dtype='float32', **model_fields):
 
 def abstract_model(config):
   return nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
+
+
+def random_model(config):
+  """A model holding deploy_helpers' numpy-drawn weights: eager nnx initialisation
+  compiles every parameter's initialiser, most of a test's time on a CPU."""
+  graphdef, params, stats = nnx.split(abstract_model(config), nnx.Param, nnx.BatchStat)
+  values = deploy_helpers.random_model(config)
+  nnx.replace_by_pure_dict(params, values['params'])
+  nnx.replace_by_pure_dict(stats, values['batch_stats'])
+  return nnx.merge(graphdef, params, stats)
 
 
 def output_shape(config, image_size):
@@ -132,8 +147,8 @@ def test_real_forward_imagenet_v11():
 
 def test_train_step_in_jit_updates_batch_stats_and_uses_dropout():
   """The trainer's path: split/merge inside jit, dropout keyed by a raw PRNG key."""
-  config = make_config(batch_norm=True, bypass='complex')
-  model = models.create_model(config, rngs=nnx.Rngs(0))
+  config = make_config(batch_norm=True, bypass='complex', **NARROW)
+  model = random_model(config)
   graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
 
@@ -170,12 +185,11 @@ def test_dropout_keys_differ_per_layer():
 
 
 def test_bfloat16_compute_gives_float32_logits_and_params():
-  config = make_config(dtype='bfloat16', batch_norm=True)
-  model = models.create_model(config, rngs=nnx.Rngs(0))
+  config = make_config(dtype='bfloat16', batch_norm=True, **NARROW)
   forward = nnx.jit(lambda m, x, key: m(x, train=True, rngs=key))
-  logits = forward(model, jnp.ones((2, 32, 32, 3)), jax.random.key(0))
+  logits = forward(random_model(config), jnp.ones((2, 32, 32, 3)), jax.random.key(0))
   assert logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
-  param_dtypes = {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))}
+  param_dtypes = {p.dtype for p in jax.tree.leaves(nnx.state(abstract_model(config), nnx.Param))}
   assert param_dtypes == {jnp.dtype(jnp.float32)}
 
 

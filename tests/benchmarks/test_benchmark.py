@@ -53,6 +53,7 @@ def test_summary_line_reads_the_report(jax_report):
   assert 'img/s' in line and 'val accuracy after 1 epochs' in line
 
 
+@pytest.mark.slow  # cold compiles of a second epoch program
 def test_scanned_loop_and_an_unreached_target():
   report = benchmark.run(_config(epoch_loop='scan'), repeats=1, target_accuracy=2.0)
   _check_speed(report['jax'])

@@ -5,22 +5,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import copy_run
 from conftest import tiny_config
 from configs import default
 from squeezenet_jax.data import dataset as dataset_lib
+from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import evaluate
-from squeezenet_jax.training import loop
 
 NUM_CLASSES = 10
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_run):
   """A tiny synthetic run (class names class_0 ... class_9)."""
-  workdir = tmp_path_factory.mktemp('run')
-  results = loop.train_and_evaluate(tiny_config(), str(workdir))
-  return workdir, results
+  workdir = copy_run(tiny_run, tmp_path_factory.mktemp('evaluate') / 'run')
+  return workdir, workdir_lib.read_json(workdir / 'results.json')
 
 
 def write_folder(root, split, per_class, names=None, seed=0):

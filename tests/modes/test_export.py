@@ -12,6 +12,7 @@ from flax import nnx
 from PIL import Image
 
 from configs import default
+from conftest import copy_run
 from conftest import tiny_config
 from squeezenet_jax import checkpoints
 from squeezenet_jax import exports
@@ -25,14 +26,13 @@ from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
 from squeezenet_jax.modes import export_deploy
 from squeezenet_jax.modes import predict
-from squeezenet_jax.training import loop
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_run):
   """A tiny trained run (two kept steps), exported on its validation split."""
-  workdir = tmp_path_factory.mktemp('run')
-  results = loop.train_and_evaluate(tiny_config(num_epochs=2), str(workdir))
+  workdir = copy_run(tiny_run, tmp_path_factory.mktemp('export') / 'run')
+  results = workdir_lib.read_json(workdir / 'results.json')
   report = export.run(str(workdir), {'data.eval_split': 'validation'})
   return workdir, results, report
 

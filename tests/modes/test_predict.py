@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import TINY_RUN_EPOCHS, copy_run, tiny_config
 from squeezenet_jax import checkpoints
 from squeezenet_jax import sharding
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import predict
-from squeezenet_jax.training import loop
 from squeezenet_jax.training import setup
 from squeezenet_jax.training import steps
 from test_main import error_line
@@ -21,11 +20,11 @@ from test_main import run_main
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_run):
   """A tiny trained run (no export) and a folder: two 32x32 PNGs, a photo, a corrupt JPEG."""
   root = tmp_path_factory.mktemp('predict')
-  config = tiny_config()
-  loop.train_and_evaluate(config, str(root / 'run'))
+  config = tiny_config(num_epochs=TINY_RUN_EPOCHS)
+  copy_run(tiny_run, root / 'run')
   folder = root / 'images'
   (folder / 'sub').mkdir(parents=True)
   rng = np.random.default_rng(0)

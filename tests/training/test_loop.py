@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import restored_params, tiny_config
+from conftest import copy_run, restored_params, tiny_config, tiny_run_log
 from squeezenet_jax import checkpoints
 from squeezenet_jax import sharding
 from squeezenet_jax.data import dataset as data_lib
@@ -92,14 +92,15 @@ def test_rerun_resumes_at_the_right_step_with_the_same_state(tmp_path):
                 restored_params(split_dir, tiny_config(num_epochs=2)), rtol=0, atol=0)
 
 
-def test_eval_mode_scores_the_checkpoint(tmp_path, caplog):
-  with caplog.at_level('INFO'):
-    trained = loop.train_and_evaluate(tiny_config(num_epochs=2), str(tmp_path))
-  assert (f'Trained 2 epochs (24 steps): val_accuracy {trained["val_accuracy"]:.4f}'
-          in caplog.text and f'results in {tmp_path}/results.json' in caplog.text)
-  results = evaluate.run(str(tmp_path), {'data.eval_split': 'validation'})
+def test_eval_mode_scores_the_checkpoint(tmp_path, tiny_run):
+  trained = json.loads((tiny_run / 'results.json').read_text())
+  log = tiny_run_log(tiny_run)
+  assert f'Trained 2 epochs (24 steps): val_accuracy {trained["val_accuracy"]:.4f}' in log
+  assert f'results in {tiny_run}/results.json' in log
+  workdir = copy_run(tiny_run, tmp_path / 'run')
+  results = evaluate.run(str(workdir), {'data.eval_split': 'validation'})
   assert results['val_accuracy'] == pytest.approx(trained['val_accuracy'])
-  results = evaluate.run(str(tmp_path), {})  # synthetic has a test split: the default
+  results = evaluate.run(str(workdir), {})  # synthetic has a test split: the default
   assert 0.0 <= results['test_accuracy'] <= 1.0
 
 
@@ -114,12 +115,12 @@ def test_bad_config_is_a_user_error(tmp_path, overrides, message):
     loop.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
 
 
-def test_workdir_of_another_config_is_refused(tmp_path):
-  loop.train_and_evaluate(tiny_config(), str(tmp_path))
-  before = (tmp_path / 'results.json').read_text()
+def test_workdir_of_another_config_is_refused(tmp_path, tiny_run):
+  workdir = copy_run(tiny_run, tmp_path / 'run')
+  before = (workdir / 'results.json').read_text()
   with pytest.raises(UserError, match='another config'):
-    loop.train_and_evaluate(tiny_config(learning_rate=0.3), str(tmp_path))
-  assert (tmp_path / 'results.json').read_text() == before
+    loop.train_and_evaluate(tiny_config(learning_rate=0.3), str(workdir))
+  assert (workdir / 'results.json').read_text() == before
 
 
 def test_labels_outside_the_model_classes_are_refused(monkeypatch):

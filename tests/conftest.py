@@ -59,6 +59,7 @@ def tiny_config(**overrides):
 
 
 TINY_RUN_EPOCHS = 2  # two kept steps: a fallback and a latest
+TINY_RUN_LOG = 'tiny_run.log'  # beside the workdir: what its training logged
 
 
 @pytest.fixture(scope='session')
@@ -78,7 +79,7 @@ def tiny_run(tmp_path_factory) -> Path:
     if not (workdir / 'results.json').exists():
       shutil.rmtree(workdir, ignore_errors=True)
       _train_logging_to(tiny_config(num_epochs=TINY_RUN_EPOCHS), workdir,
-                        root / 'tiny_run.log')
+                        root / TINY_RUN_LOG)
   return workdir
 
 
@@ -98,7 +99,7 @@ def _train_logging_to(config, workdir: Path, log: Path) -> None:
 
 
 def tiny_run_log(workdir: Path) -> str:
-  return (workdir.parent / 'tiny_run.log').read_text()
+  return (workdir.parent / TINY_RUN_LOG).read_text()
 
 
 def copy_run(workdir: Path, target: Path) -> Path:

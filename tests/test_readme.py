@@ -1,4 +1,5 @@
-"""The README's figures are the code's own: its tables are checked against it."""
+"""The README's figures are the code's own: its tables (and docs/compression.md's BatchNorm
+count) are checked against it."""
 
 import re
 
@@ -10,6 +11,9 @@ from squeezenet_jax import accounting
 from squeezenet_jax import config_utils
 
 README = (REPO_ROOT / 'README.md').read_text()
+# Files that state the BatchNorm count in words (the README's Model sizes, the paper
+# comparison of docs/compression.md).
+BATCH_NORM_TEXTS = ('README.md', 'docs/compression.md')
 IMAGENET_FORM = {'model.stem': 'imagenet', 'model.num_classes': 1000,
                  'data.image_size': 224, 'model.batch_norm': False}
 # Model sizes rows: label -> the config and overrides the row describes.
@@ -51,10 +55,20 @@ def test_model_sizes_table_is_what_summary_counts(label):
       f'{total / 1e6:.2f}')
 
 
-def test_the_batch_norm_count_in_the_text_is_the_summarys():
+@pytest.mark.parametrize('name', BATCH_NORM_TEXTS)
+def test_the_batch_norm_count_in_the_text_is_the_summarys(name):
   summary, without = _summary(default, {}), _summary(default, {'model.batch_norm': False})
-  stated = re.search(r'BatchNorm \(([\d,]+)\s+parameters, a scale and an offset per '
-                     r'channel, in place of the convs\' ([\d,]+) biases', README)
-  assert stated, 'the README no longer states the BatchNorm count'
+  text = ' '.join((REPO_ROOT / name).read_text().split())  # line breaks as spaces
+  stated = re.search(r'BatchNorm \(([\d,]+) parameters, a scale and an offset per '
+                     r'channel, in place of the convs\' ([\d,]+) biases', text)
+  assert stated, f'{name} no longer states the BatchNorm count'
   biases = without['total_params'] - (summary['total_params'] - summary['batch_norm_params'])
   assert stated.groups() == (f'{summary["batch_norm_params"]:,}', f'{biases:,}')
+
+
+@pytest.mark.parametrize('label, module', [
+    ('parameters, SqueezeNet 1.1 (CIFAR stem + BN)', default),
+    ('parameters, AlexNet-CIFAR', alexnet)])
+def test_the_results_tables_parameters_are_what_summary_counts(label, module):
+  figure = _table_rows('Results')[label][0]
+  assert figure.strip('*').split(' ')[0].strip('*') == f'{_summary(module, {})["total_params"]:,}'

@@ -1,4 +1,4 @@
-"""Compression with retraining (issue 15): one module per job, `plan` ties them together.
+"""Compression with retraining: one module per job, `plan` ties them together.
 
 pruning    gradual magnitude pruning (Zhu & Gupta 2017), masks that keep zeros zero
 sharing    trained weight sharing: fixed k-means codes, trainable centroids

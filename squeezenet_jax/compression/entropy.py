@@ -2,20 +2,12 @@
 
 Each stream is coded with an asymmetric numeral system (constriction's `AnsCoder`)
 under its own static model: the stream's symbol histogram, stored beside it. This
-comes within 0.2-0.6% of the streams' order-0 entropy (tables and codebooks
-included). Measured on the CPU-trained SqueezeNet's kernels after pruning and
-k-means sharing (`benchmarks/compression_coders.py`, results in
-`benchmarks/results/compression-coders-cpu-10k-12ep.json`), bytes of the kernels:
-
-  bits/sparsity   ANS        Huffman    paper (relative idx + Huffman)   lzma (bytes)
-  6 / 33%         384,397    387,623    396,778                           395,884
-  4 / 60%         205,970    209,902    214,008                           232,604
-  3 / 70%         145,100    156,491    150,505                           167,876
-
-Huffman spends at least a bit per symbol and rounds code lengths up; lzma of one
-byte per index models the distribution less well. Conditioning on the output channel
-would gain at most 1-3% before paying for thousands of per-channel tables, so one
-histogram per kernel it is.
+comes close to the streams' order-0 entropy (tables and codebooks included); the
+comparison with Huffman, the paper's relative indices and lzma is
+`benchmarks/compression_coders.py`, its results in `benchmarks/results/`. Huffman
+spends at least a bit per symbol and rounds code lengths up; lzma of one byte per
+index models the distribution less well. One histogram per kernel: conditioning on
+the output channel would pay for thousands of per-channel tables.
 
 Pruned weights need no position list here: they are code 0 in a dense stream, so
 their cost is the binary entropy of the sparsity, the bound that relative indices

@@ -41,7 +41,7 @@ def qtype(bits: int, what: str = 'bits'):
 
 
 def check_activation_bits(bits: int, activation_bits: int | None) -> None:
-  """Only int8 x int8: qwix 0.1.8 runs the conv in the codes' dtypes, and XLA refuses
+  """Only int8 x int8: qwix runs the conv in the codes' dtypes, and XLA refuses
   int8 x int4 operands and int4 activations (sub-byte converts) on CPU."""
   if activation_bits is not None and (activation_bits, bits) != (8, 8):
     raise UserError(f'activation_bits={activation_bits} with bits={bits}: quantized '

@@ -9,15 +9,14 @@ from jax import lax
 import jax.numpy as jnp
 
 # Per-channel statistics of the CIFAR-10 training images, on the 0..255 scale: the
-# defaults of `data.mean`/`data.std`, and what runs from before those fields used.
+# defaults of `data.mean`/`data.std`.
 CIFAR10_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
 CIFAR10_STD = (0.2470 * 255, 0.2435 * 255, 0.2616 * 255)
 
 
 def statistics(data_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """(mean, std) per channel from `data.mean`/`data.std` (CIFAR-10's where absent)."""
-  return (tuple(data_config.get('mean', CIFAR10_MEAN)),
-          tuple(data_config.get('std', CIFAR10_STD)))
+  """(mean, std) per channel from `data.mean`/`data.std`."""
+  return tuple(data_config.mean), tuple(data_config.std)
 
 
 def random_crop_flip(key: jax.Array, images: jax.Array, *, padding: int = 4,

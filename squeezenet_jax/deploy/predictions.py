@@ -1,6 +1,6 @@
 """`--mode=predict`'s output: top-k classes with probabilities, as a table or JSON lines.
 
-JSON lines (INTERFACE.md): one object per image, `{"path": ..., "top": [{"class": ...,
+JSON lines (docs/interface.md): one object per image, `{"path": ..., "top": [{"class": ...,
 "probability": ...}, ...]}` (most probable first), or `{"path": ..., "error": ...}`
 for a file that could not be read.
 """

@@ -15,6 +15,7 @@ Every config field and its value: add `--print_config`, e.g. `python main.py
 """
 
 import os
+import re
 import sys
 
 from absl import app
@@ -23,13 +24,8 @@ from absl import logging
 from ml_collections import config_flags
 
 MODES = ('train', 'eval', 'summary', 'sweep', 'export', 'compress', 'predict')
-# Modes on a trained run, and the config groups each may override.
-RUN_MODES = {'eval': ('data.', 'eval_batch_size'),
-             'export': ('data.', 'eval_batch_size', 'export.'),
-             'compress': ('data.', 'eval_batch_size', 'compress.'),
-             'predict': ('data.', 'eval_batch_size')}
+RUN_MODES = ('eval', 'export', 'compress', 'predict')  # on a trained run: its config.json
 HELP_ARGS = ('-h', '-?', '--help', '--helpshort', '--helpfull')
-_RUN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'run.py')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'ml-collections config file.',
                                           lock_config=True)
@@ -73,95 +69,109 @@ _PRINT_CONFIG = flags.DEFINE_bool(
     'eval/export/compress/predict, with every --config.* override applied) and exit.')
 
 
-def _flag_value(argv: list[str], name: str) -> str | None:
-  """The value of `--name=V` or `--name V` in argv, before absl parses it."""
-  for i, arg in enumerate(argv):
-    if arg.startswith(f'--{name}='):
-      return arg.split('=', 1)[1]
-    if arg == f'--{name}' and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
-
-
 def with_home_expanded(argv: list[str]) -> list[str]:
   """`--workdir=~/runs/x` as the user meant it: the shell leaves a `~` after `=` as is."""
   return [f'--workdir={os.path.expanduser(arg.split("=", 1)[1])}'
           if arg.startswith('--workdir=') else arg for arg in argv]
 
 
-def with_run_config(argv: list[str]) -> list[str]:
-  """For modes on a trained run without --config: the run's config.json is the config.
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, but `--config.*` arguments of a mode on a trained run are left
+  for the run's own config (`trained_run.parse_args`), and an unknown config field is
+  one `error:` line."""
+  try:
+    rest = flags.FLAGS(argv, known_only=True)
+  except flags.Error as e:
+    print(f'FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on '
+          'flags.', file=sys.stderr)
+    sys.exit(1)
+  except (AttributeError, KeyError) as e:  # ml-collections: a field the config lacks
+    _fail(unknown_field_message(e, argv), 2)
+  if _MODE.value not in RUN_MODES:
+    unknown = [arg for arg in rest[1:] if arg.startswith('-')]
+    if unknown:
+      name = unknown[0].split('=', 1)[0].lstrip('-')
+      print(f'FATAL Flags parsing error: Unknown command line flag {name!r}\nPass --helpshort '
+            'or --helpfull to see help on flags.', file=sys.stderr)
+      sys.exit(1)
+  return rest
 
-  So `--config.data.path=...` overrides parse against the run's own fields.
+
+def unknown_field_message(error: Exception, argv: list[str]) -> str:
+  """ml-collections' `'bypas' ... Did you mean "bypass"` as one line naming the argument."""
+  names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(error).replace('\\n', ' '))
+  field = names[0] if names else '?'
+  arg = next((a.split('=', 1)[0] for a in argv if a.startswith(('--config.', '--noconfig.'))
+              and field in a.split('=', 1)[0].split('.')), f'--config...{field}')
+  close = re.search(r'Did you mean "([^"]+)"', str(error))
+  hint = f' (did you mean {close.group(1)}?)' if close else ''
+  return f'{arg}: the config has no field {field}{hint}; --print_config lists them'
+
+
+def _config(mode: str, workdir: str | None, args: list[str]):
+  """(the config the mode runs with, the arguments left: predict's image paths).
+
+  Checked here, before JAX is imported, so that a bad value fails in a fraction of a
+  second and before anything is written.
   """
-  mode, workdir = _flag_value(argv, 'mode'), _flag_value(argv, 'workdir')
-  if mode in RUN_MODES and workdir and _flag_value(argv, 'config') is None:
-    return [argv[0], f'--config={_RUN_CONFIG}:{workdir}', *argv[1:]]
-  return argv
-
-
-def _run_overrides(mode: str) -> dict:
-  """The `--config.*` overrides of a mode on a trained run, checked against its groups."""
   from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  if _CONFIG.value is None:
-    return {}
-  overrides = config_flags.get_override_values(flags.FLAGS['config'])
-  allowed = RUN_MODES[mode]
-  for field in overrides:
-    if not field.startswith(allowed):
-      takes = ', '.join(f'--config.{p}*' if p.endswith('.') else f'--config.{p}'
-                        for p in allowed)
-      raise UserError(f'--mode={mode} works on the run\'s own model and recipe: '
-                      f'--config.{field} cannot change them (it takes {takes})')
-  return overrides
-
-
-def _run(mode: str, workdir: str, paths: list[str]) -> None:
-  # Imported here so that `--help` and flag errors stay fast.
-  from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  fallback = _CHECKPOINT_FALLBACK.value
-  if mode == 'predict':
-    from squeezenet_jax.modes import predict  # pylint: disable=g-import-not-at-top
-    if not paths:
-      raise UserError('--mode=predict needs image files, folders or archives after the flags')
-    predict.run(workdir, _run_overrides(mode), paths, fmt=_FORMAT.value, top_k=_TOP_K.value,
-                as_json=_JSON.value, fallback=fallback)
-    return
-  if mode == 'eval':
-    from squeezenet_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.run(workdir, _run_overrides(mode), tta=_TTA.value, fallback=fallback)
-    return
-  if mode == 'export':
-    from squeezenet_jax.modes import export  # pylint: disable=g-import-not-at-top
-    export.run(workdir, _run_overrides(mode), fallback=fallback)
-    return
-  if mode == 'compress':
-    from squeezenet_jax.modes import compress  # pylint: disable=g-import-not-at-top
-    defaults = _CONFIG.value.get('compress') if _CONFIG.value is not None else None
-    compress.run(workdir, _run_overrides(mode), defaults=defaults, fallback=fallback)
-    return
+  if mode in RUN_MODES:
+    if flags.FLAGS['config'].present:
+      raise UserError(f'--mode={mode} works on the run in --workdir with its own '
+                      'config.json: leave out --config (its --config.* overrides apply to '
+                      'the run\'s config)')
+    if not workdir:
+      raise UserError(f'--mode={mode} needs --workdir: the trained run to work on')
+    from squeezenet_jax import trained_run  # pylint: disable=g-import-not-at-top
+    overrides, rest = trained_run.parse_args(workdir, args)
+    return trained_run.config_for(workdir, mode, overrides), rest
   if _CONFIG.value is None:
     raise UserError(f'--mode={mode} needs --config=configs/<name>.py')
-  if mode == 'summary':
-    from squeezenet_jax.modes import summary  # pylint: disable=g-import-not-at-top
-    summary.run(_CONFIG.value, workdir)
+  if args:
+    raise app.UsageError(f'unexpected arguments: {" ".join(args)}')
+  from squeezenet_jax import validation  # pylint: disable=g-import-not-at-top
+  validation.validate(_CONFIG.value)
+  return _CONFIG.value, []
+
+
+def _run(mode: str, workdir: str, config, paths: list[str]) -> None:
+  # Imported here so that `--help` and flag errors stay fast.
+  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax.errors import UserError
+  fallback = _CHECKPOINT_FALLBACK.value
+  if mode == 'predict':
+    from squeezenet_jax.modes import predict
+    if not paths:
+      raise UserError('--mode=predict needs image files, folders or archives after the flags')
+    predict.run(workdir, config, paths, fmt=_FORMAT.value, top_k=_TOP_K.value,
+                as_json=_JSON.value, fallback=fallback)
+  elif mode == 'eval':
+    from squeezenet_jax.modes import evaluate
+    evaluate.run(workdir, config, tta=_TTA.value, fallback=fallback)
+  elif mode == 'export':
+    from squeezenet_jax.modes import export
+    export.run(workdir, config, fallback=fallback)
+  elif mode == 'compress':
+    from squeezenet_jax.modes import compress
+    compress.run(workdir, config, fallback=fallback)
+  elif mode == 'summary':
+    from squeezenet_jax.modes import summary
+    summary.run(config, workdir)
   elif mode == 'sweep':
-    from squeezenet_jax import sweep_launchers  # pylint: disable=g-import-not-at-top
-    from squeezenet_jax import sweeps  # pylint: disable=g-import-not-at-top
-    from squeezenet_jax.modes import sweep  # pylint: disable=g-import-not-at-top
+    from squeezenet_jax import sweep_launchers
+    from squeezenet_jax import sweeps
+    from squeezenet_jax.modes import sweep
     # Before anything initialises JAX's devices: the launcher sets how they are shared.
     launcher = sweep_launchers.make_launcher(
         _SWEEP_LAUNCHER.value, _SWEEP_WORKERS.value, ray_address=_SWEEP_RAY_ADDRESS.value,
         gpus_per_point=_SWEEP_GPUS_PER_POINT.value)
     config_flag = flags.FLAGS['config']
-    sweep.run(_CONFIG.value, workdir,
-              sweeps.load_sweep(config_flags.get_config_filename(config_flag)),
+    sweep.run(config, workdir, sweeps.load_sweep(config_flags.get_config_filename(config_flag)),
               fixed=config_flags.get_override_values(config_flag),
               allow_config_change=_ALLOW_CONFIG_CHANGE.value, launcher=launcher)
   else:
-    from squeezenet_jax.training import loop  # pylint: disable=g-import-not-at-top
-    loop.train_and_evaluate(_CONFIG.value, workdir,
-                            allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+    from squeezenet_jax.training import loop
+    loop.train_and_evaluate(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
                             checkpoint_fallback=fallback)
 
 
@@ -174,60 +184,34 @@ def _fail(message: str, code: int) -> None:
   os._exit(code)  # pylint: disable=protected-access
 
 
-def _print_config(mode: str, workdir: str | None) -> None:
-  """The config the mode would run with, every field, as YAML."""
-  from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  if mode in RUN_MODES and _flag_value(sys.argv, 'config') is None:
-    if not workdir:
-      raise UserError(f'--mode={mode} --print_config needs --workdir (the run whose '
-                      'config to print)')
-    from squeezenet_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
-    config = evaluate.run_config(workdir, _run_overrides(mode))
-  elif _CONFIG.value is None:
-    raise UserError('--print_config needs --config=configs/<name>.py')
-  else:
-    config = _CONFIG.value
-  sys.stdout.write(config.to_json(indent=2) + "\n")
-  sys.stdout.flush()
-
-
 def main(argv):
-  if len(argv) > 1 and _MODE.value != 'predict':  # predict's image paths
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from squeezenet_jax.errors import UserError, WriteError  # pylint: disable=g-import-not-at-top
-  if _PRINT_CONFIG.value:
-    try:
-      _print_config(_MODE.value, _WORKDIR.value)
-    except UserError as e:
-      _fail(str(e), 2)
-    return
-  if not _WORKDIR.value:
-    _fail('--workdir is required: the folder where the run keeps (or kept) its files', 2)
-  try:  # before JAX is imported: a bad value fails in a fraction of a second
-    if _MODE.value in RUN_MODES:
-      _run_overrides(_MODE.value)
-    elif _CONFIG.value is not None:
-      from squeezenet_jax import validation  # pylint: disable=g-import-not-at-top
-      validation.validate(_CONFIG.value)
-  except UserError as e:
-    _fail(str(e), 2)
-  from squeezenet_jax import runtime  # pylint: disable=g-import-not-at-top
-  from squeezenet_jax.training.preemption import Preempted  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax import errors  # pylint: disable=g-import-not-at-top
+  mode, workdir = _MODE.value, _WORKDIR.value
   try:
-    runtime.setup(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                  process_id=_PROCESS_ID.value, verbose=flags.FLAGS['verbosity'].present)
-    _run(_MODE.value, _WORKDIR.value, argv[1:])
-  except UserError as e:
-    _fail(str(e), 2)
-  except Preempted as e:
-    logging.warning('%s', e)
-    sys.exit(e.exit_code)
-  except WriteError as e:
-    _fail(str(e), 1)
-  except OSError as e:  # any other failed write: read-only or full disk
-    _fail(f'could not write {e.filename or "to disk"}: {e.strerror or e}', 1)
+    if not _PRINT_CONFIG.value and not workdir:
+      raise errors.UserError('--workdir is required: the folder where the run keeps (or '
+                             'kept) its files')
+    config, paths = _config(mode, workdir, argv[1:])
+    if _PRINT_CONFIG.value:
+      sys.stdout.write(config.to_json(indent=2) + '\n')
+      sys.stdout.flush()
+      return
+    from squeezenet_jax import runtime  # pylint: disable=g-import-not-at-top
+    from squeezenet_jax.training.preemption import Preempted  # pylint: disable=g-import-not-at-top
+    try:
+      runtime.setup(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                    process_id=_PROCESS_ID.value, verbose=flags.FLAGS['verbosity'].present)
+      _run(mode, workdir, config, paths)
+    except Preempted as e:
+      logging.warning('%s', e)
+      sys.exit(e.exit_code)
   except KeyboardInterrupt:  # Ctrl-C before the trainer's own handler is installed
     _fail('interrupted; nothing of this command was saved beyond its last checkpoint', 130)
+  except Exception as e:  # pylint: disable=broad-except
+    shown = errors.user_facing(e)
+    if shown is None:
+      raise
+    _fail(*shown)
 
 
 def _help(argv: list[str]) -> None:
@@ -237,7 +221,7 @@ def _help(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  _argv = with_run_config(with_home_expanded(sys.argv))
+  _argv = with_home_expanded(sys.argv)
   if any(a in HELP_ARGS for a in _argv[1:]):
     _help(_argv)
-  app.run(main, argv=_argv)
+  app.run(main, argv=_argv, flags_parser=_parse_flags)

@@ -42,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.eval_split = ''  # '' = test where one exists, else validation
   config.data.synthetic_train_size = 2048
   config.data.synthetic_eval_size = 512
+  config.data.synthetic_num_classes = 10
 
   config.augment = ml_collections.ConfigDict()
   config.augment.crop_padding = 4  # random crop after zero-padding by this many pixels
@@ -67,17 +68,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_to_keep = 3
   config.profile_epoch = 0  # > 0: write a jax.profiler trace of this epoch to workdir/profile
 
-  # --mode=export (read from the run's config.json; runs without this block get
-  # these values). The paper's Deep Compression row is 6 bits at 33% sparsity, but
+  # --mode=export (read from the run's config.json). The paper's Deep Compression row is 6 bits at 33% sparsity, but
   # with retraining; the export does none, and 20% is what pruning costs little then.
   config.export = ml_collections.ConfigDict()
   config.export.prune_fraction = 0.2  # of each kernel's weights, smallest |w| first
   config.export.bits = 6  # codebook of 2**bits values per kernel, one the pruned zero
 
   # --mode=compress: fine-tuned compression of a trained run, one stage per format
-  # (W/exports/<stage>/, rows of sizes.json). Read from the run's config.json; runs
-  # trained before this block existed get these values. Tuned on the validation split
-  # of the 10,000-image CPU run (README, "Compression").
+  # (W/exports/<stage>/, rows of sizes.json), read from the run's config.json. Tuned
+  # on the validation split of the 10,000-image CPU run (docs/compression.md).
   config.compress = ml_collections.ConfigDict()
   config.compress.stages = 'pruned,shared,qat_int8,qat_int4'  # run in this order
   config.compress.coding = 'ans'  # ans (entropy coded) | packed (a byte or nibble per code)

@@ -36,18 +36,18 @@ def count_batch_stats(model: nnx.Module) -> int:
 def layer_row(record: models.LayerRecord) -> dict[str, Any]:
   """Params and MACs of one layer from the formulas.
 
-  conv: K*K*C*F (+F bias) params, K*K*C*F*Ho*Wo MACs; dense: C*F (+F) params, C*F
-  MACs; BN: 2*C params (scale, bias) plus 2*C running statistics and no MACs
-  (it folds into the preceding conv at inference).
+  conv: P = (K*K*C + 1)*F, the +1 a bias per filter (none where BatchNorm follows);
+  MACs K*K*C*F*Ho*Wo. dense: P = (C + 1)*F, MACs C*F. BatchNorm, a row of its own:
+  P = 2*C (scale, offset), plus 2*C running statistics and no MACs (it folds into
+  the conv before it at inference).
   """
-  c, f = record.in_channels, record.filters
-  bias = f if record.bias else 0
+  k, c, f = record.kernel, record.in_channels, record.filters
+  bias = 1 if record.bias else 0
   batch_stats = 0
   if record.kind == 'conv':
-    weights = record.kernel**2 * c * f
-    params, macs = weights + bias, weights * math.prod(record.out_size)
+    params, macs = (k * k * c + bias) * f, k * k * c * f * math.prod(record.out_size)
   elif record.kind == 'dense':
-    params, macs = c * f + bias, c * f
+    params, macs = (c + bias) * f, c * f
   else:
     params, macs, batch_stats = 2 * c, 0, 2 * c
   return {
@@ -104,6 +104,15 @@ def summarize(config: ml_collections.ConfigDict,
       'macs': sum(row['macs'] for row in layers),
       'bytes': {fmt: total * n for fmt, n in BYTES_PER_PARAM.items()},
   }
+
+
+def size_fields(config: ml_collections.ConfigDict, model: nnx.Module) -> dict[str, int]:
+  """results.json's size fields of a run's model: counted and analytic parameters,
+  MACs per image, analytic float32 bytes."""
+  summary = summarize(config, model=model)
+  return {'params': summary['total_params'], 'analytic_params': summary['analytic_params'],
+          'macs': summary['macs'],
+          'analytic_bytes': summary['analytic_params'] * BYTES_PER_PARAM['float32']}
 
 
 def _cell(value: Any) -> str:

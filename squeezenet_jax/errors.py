@@ -1,5 +1,9 @@
-"""The exceptions main.py turns into one `error:` line (exit 2 for UserError, 1 for
-WriteError), and `reading`, which makes a damaged file one of them."""
+"""The errors a user sees as one `error:` line, and their exit statuses.
+
+`UserError` (bad input: exit 2) and `WriteError` or any `OSError` (a failed write:
+exit 1) become one line through `user_facing`, in main.py and the sweep worker
+alike; `reading` makes a damaged file a UserError.
+"""
 
 import contextlib
 from collections.abc import Iterator
@@ -11,6 +15,23 @@ class UserError(Exception):
 
 class WriteError(Exception):
   """A file could not be written (read-only or full disk): one line, exit status 1."""
+
+
+EXIT_OK, EXIT_WRITE_ERROR, EXIT_USER_ERROR = 0, 1, 2
+ERROR_PREFIX = 'error: '
+
+
+def user_facing(error: BaseException) -> tuple[str, int] | None:
+  """(the `error:` line's message, the exit status) of `error`, or None where it is a
+  bug (which keeps its traceback)."""
+  if isinstance(error, UserError):
+    return str(error), EXIT_USER_ERROR
+  if isinstance(error, WriteError):
+    return str(error), EXIT_WRITE_ERROR
+  if isinstance(error, OSError):  # any other failed write: read-only or full disk
+    return (f'could not write {error.filename or "to disk"}: {error.strerror or error}',
+            EXIT_WRITE_ERROR)
+  return None
 
 
 @contextlib.contextmanager

@@ -3,9 +3,8 @@
 It sets each export's bytes on disk and accuracy beside the analytic sizes (params x
 dtype size) and the float32 AlexNet of the same harness, the paper's baseline. It
 also splits every kept training checkpoint into parameters, optimizer state and
-metadata, and measures what orbax's own compression achieves. Orbax's default (orbax
-0.12: OCDBT holding zarr v2 arrays) compresses each array chunk with zstd level 1,
-which gains little on float32 weights: their mantissas are close to random.
+metadata, and measures what orbax's own compression of the array chunks achieves,
+which is little on float32 weights: their mantissas are close to random.
 """
 
 import json
@@ -184,9 +183,9 @@ def build(config: ml_collections.ConfigDict, rows: list[dict[str, Any]], *,
   params = size_fields['params']
   formats = _format_rows(rows, alexnet, params)
   report = {
-      'config': config.to_dict(),
+      'config': json.loads(config.to_json()),  # as sizes.json holds it
       'trained': trained,
-      'model': config.model.to_dict(),
+      'model': json.loads(config.model.to_json()),
       'params': size_fields['params'],
       'analytic_bytes': size_fields['analytic_bytes'],
       'eval_split': eval_split,

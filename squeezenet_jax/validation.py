@@ -2,7 +2,7 @@
 
 A wrong value fails here with one line naming the field, the value and what is
 allowed, instead of minutes later (or never: a negative learning rate trains,
-upwards). Fields a config lacks are not checked (runs from before they existed).
+upwards).
 """
 
 import math
@@ -76,6 +76,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.eval_split': one_of('', 'train', 'validation', 'test'),
     'data.synthetic_train_size': at_least(1, integer=True),
     'data.synthetic_eval_size': at_least(1, integer=True),
+    'data.synthetic_num_classes': at_least(2, integer=True),
     'data.mean': channels(),
     'data.std': positive_channels(),
     'augment.crop_padding': at_least(0, integer=True),
@@ -171,10 +172,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     compress_stages(config)
 
 
-# What a trained run's config.json must hold to rebuild and score its model; every
-# run has had these fields (the others are filled in for older runs, or not needed).
-RUN_FIELDS = (*(f for f in RULES if f.startswith('model.')), 'data.source',
-              'data.image_size', 'batch_size', 'eval_batch_size', 'label_smoothing', 'seed')
+# What a trained run's config.json must hold: every field this version checks.
+RUN_FIELDS = tuple(RULES)
 
 
 def check_run_config(config: ml_collections.ConfigDict, path: str) -> None:

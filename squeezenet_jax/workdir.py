@@ -187,9 +187,16 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   config_path = Path(workdir) / CONFIG_FILE
   if not config_path.exists():
     raise UserError(f'{config_path} not found: is {workdir} the workdir of a train run?')
-  config = ml_collections.ConfigDict(read_json(config_path))
+  config = ml_collections.ConfigDict(_with_tuples(read_json(config_path)))
   validation.check_run_config(config, str(config_path))
   return config
+
+
+def _with_tuples(value: Any) -> Any:
+  """JSON's lists as the tuples the config held (so they can be overridden again)."""
+  if isinstance(value, dict):
+    return {k: _with_tuples(v) for k, v in value.items()}
+  return tuple(_with_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def write_classes(workdir: str | os.PathLike, class_names) -> None:

@@ -8,6 +8,7 @@ from configs import alexnet_best
 from configs import squeezenet_best
 from configs import tiny as tiny_lib
 from squeezenet_jax import accounting
+from squeezenet_jax import trained_run
 from squeezenet_jax.modes import export
 from squeezenet_jax.training import loop
 
@@ -39,7 +40,7 @@ def test_best_config_is_a_squeezenet_under_a_megabyte_as_int8():
 def test_best_recipe_trains_and_exports_at_smoke_scale(tmp_path):
   results = loop.train_and_evaluate(_smoke(squeezenet_best.get_config()), str(tmp_path))
   assert 0.0 <= results['val_accuracy'] <= 1.0
-  sizes = export.run(str(tmp_path), {})
+  sizes = export.run(str(tmp_path), trained_run.config_for(str(tmp_path), 'export', {}))
   int8 = next(f for f in sizes['formats'] if f['format'] == 'int8')
   assert int8['bytes'] < 1_000_000
   assert json.loads((tmp_path / 'sizes.json').read_text())['formats']

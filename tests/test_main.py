@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_config
 
 TINY = ['--config=configs/tiny.py']
 
@@ -46,14 +46,21 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
 
 def test_unknown_config_field_is_refused(tmp_path):
   result = run_main(*TINY, f'--workdir={tmp_path}', '--config.model.bypas=simple')
-  assert result.returncode != 0
-  assert 'bypas' in result.stderr
+  assert result.returncode == 2
+  assert error_line(result) == ('error: --config.model.bypas: the config has no field bypas '
+                                '(did you mean bypass?); --print_config lists them')
   assert not (tmp_path / 'config.json').exists()
+  (tmp_path / 'config.json').write_text(tiny_config().to_json())
+  result = run_main('--mode=eval', f'--workdir={tmp_path}', '--config.data.pth=x')
+  assert result.returncode == 2 and 'pth' in error_line(result)
+  result = run_main('--mode=eval', f'--workdir={tmp_path}', *TINY)
+  assert result.returncode == 2 and 'leave out --config' in error_line(result)
 
 
 def test_positional_arguments_are_image_paths_for_predict_only(tmp_path):
   result = run_main(*TINY, f'--workdir={tmp_path}', 'stray.png')
   assert result.returncode == 1 and 'unexpected arguments: stray.png' in result.stderr
+  (tmp_path / 'config.json').write_text(tiny_config().to_json())
   result = run_main('--mode=predict', f'--workdir={tmp_path}')
   assert result.returncode == 2 and 'needs image files' in error_line(result)
 
@@ -106,7 +113,6 @@ def test_print_config_shows_every_field_with_the_overrides_and_needs_no_workdir(
 def test_a_runs_config_with_a_home_relative_workdir_and_an_eval_batch_size(tmp_path):
   """`--workdir=~/w` is the user's home (bash leaves a `~` after `=`), and
   eval_batch_size may be overridden on a trained run (for another device count)."""
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
   (tmp_path / 'w').mkdir()
   (tmp_path / 'w' / 'config.json').write_text(tiny_config().to_json())
   result = run_main('--mode=eval', '--workdir=~/w', '--config.eval_batch_size=24',

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import REPO_ROOT, restored_params, tiny_config
 from squeezenet_jax import checkpoints
+from squeezenet_jax import trained_run
 from squeezenet_jax.training import loop
 from squeezenet_jax.errors import UserError
 from test_main import TINY, error_line, run_main
@@ -207,8 +208,8 @@ def test_eval_keeps_training_results_and_tta_gets_its_own_keys(tmp_path):
   events = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert ['val_accuracy' in e for e in events] == [False, True, True]
   from squeezenet_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
-  evaluate.run(str(tmp_path), {'data.eval_split': 'test'})
-  evaluate.run(str(tmp_path), {'data.eval_split': 'validation'}, tta=True)
+  evaluate.run(str(tmp_path), trained_run.config_for(str(tmp_path), 'eval', {'data.eval_split': 'test'}))
+  evaluate.run(str(tmp_path), trained_run.config_for(str(tmp_path), 'eval', {'data.eval_split': 'validation'}), tta=True)
   rerun = loop.train_and_evaluate(config, str(tmp_path))  # finished: nothing to do
   assert {'test_accuracy', 'test_loss', 'val_accuracy_tta', 'val_loss_tta'} <= rerun.keys()
   assert rerun['val_loss'] == pytest.approx(trained['val_loss'])

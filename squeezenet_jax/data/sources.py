@@ -60,7 +60,7 @@ def open_source(data_config) -> Source:
 
 
 def _synthetic_source(data_config) -> Source:
-  num_classes = data_config.get('synthetic_num_classes', 10)
+  num_classes = data_config.synthetic_num_classes
   patterns = _class_patterns(num_classes)
   sizes = {'train': data_config.synthetic_train_size, 'test': data_config.synthetic_eval_size}
   return Source(

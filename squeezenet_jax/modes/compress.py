@@ -47,7 +47,6 @@ from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.compression import container
 from squeezenet_jax.compression import plan
 from squeezenet_jax.errors import UserError
-from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
 from squeezenet_jax.training import loop
 from squeezenet_jax.training import setup
@@ -63,26 +62,6 @@ _RECIPE = {'num_epochs': 'epochs', 'optimizer': 'optimizer', 'learning_rate': 'l
 TRANSFORM = steps_lib.ParamTransform(plan.effective_params, plan.after_update)
 
 Tree = dict[str, Any]
-
-
-def run_config(workdir: str, overrides: dict[str, Any],
-               defaults: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
-  """The run's config.json with `defaults` for compress fields it lacks, then `overrides`.
-
-  Runs trained before the `compress` block existed take it from `defaults` (main.py
-  passes the parsed command-line config, whose compress block has the defaults).
-  """
-  config = workdir_lib.load_config(workdir)
-  saved = config.get('compress')
-  merged = ml_collections.ConfigDict(defaults.to_dict() if defaults is not None else {})
-  if saved is not None:
-    merged.update(saved)
-  if 'stages' not in merged:
-    raise UserError(f'{workdir}/config.json has no compress block and no defaults were '
-                    'given: run --mode=compress through main.py')
-  with config.unlocked():
-    config.compress = merged
-  return evaluate.run_config(workdir, overrides, base=config)
 
 
 def stage_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -175,7 +154,7 @@ def load(directory: Path) -> Tree:
   return dequantized(container.read(directory / FILE))
 
 
-def _export_row(restored: evaluate.RestoredRun, name: str, stage: ml_collections.ConfigDict,
+def _export_row(restored: setup.RestoredRun, name: str, stage: ml_collections.ConfigDict,
                 directory: Path, stored: Tree, epochs: int) -> dict[str, Any]:
   """The sizes.json row of a stage's file, scored on its weights as read from disk."""
   scores = export.score(restored, dequantized(stored))
@@ -189,7 +168,7 @@ def _export_row(restored: evaluate.RestoredRun, name: str, stage: ml_collections
   return row
 
 
-def run_stage(name: str, config: ml_collections.ConfigDict, restored: evaluate.RestoredRun,
+def run_stage(name: str, config: ml_collections.ConfigDict, restored: setup.RestoredRun,
               dataset, start: Start, transaction: exports.Transaction,
               fallback: bool = False) -> tuple[dict[str, Any], Start]:
   """Fine-tunes (or resumes, or restores) one stage and exports it (uncommitted) where
@@ -225,7 +204,7 @@ def run_stage(name: str, config: ml_collections.ConfigDict, restored: evaluate.R
   return row, Start(params, trainer.state.batch_stats, epochs, record)
 
 
-def _float_rows(workdir: str, restored: evaluate.RestoredRun, settings,
+def _float_rows(workdir: str, restored: setup.RestoredRun, settings,
                 transaction: exports.Transaction) -> tuple[
     list[dict[str, Any]], dict[str, Any] | None]:
   """(rows, previous report): sizes.json's rows, or `--mode=export`'s, made now if absent."""
@@ -240,20 +219,18 @@ def _float_rows(workdir: str, restored: evaluate.RestoredRun, settings,
   return size_report.kept_rows(previous, rows), previous
 
 
-def run(workdir: str, overrides: dict[str, Any],
-        defaults: ml_collections.ConfigDict | None = None,
+def run(workdir: str, config: ml_collections.ConfigDict,
         fallback: bool = False) -> dict[str, Any]:
   """Runs every stage of `compress.stages`; returns the size report (sizes.json).
 
-  `overrides`: dotted `data.*` and `compress.*` fields over the run's config.json.
+  `config`: the run's, with this command's overrides (`trained_run.config_for`).
   """
-  config = run_config(workdir, overrides, defaults)
   names = validation.compress_stages(config)
-  export_settings = export.export_config(config)
+  export_settings = config.export
   dataset = setup.load_data(config, ('train', 'validation'),
                             workdir_lib.read_classes(workdir))
   with workdir_lib.locked(workdir, 'compress'):
-    restored = evaluate.RestoredRun(workdir, config, fallback=fallback)
+    restored = setup.RestoredRun(workdir, config, fallback=fallback)
     reference = (size_report.reference_report(config.compress.reference_workdir,
                                               restored.split, restored.num_images)
                  if config.compress.reference_workdir else None)

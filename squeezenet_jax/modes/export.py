@@ -14,9 +14,9 @@ never depend on the ONNX toolchain. A deployable format that fails (a missing
 jax2onnx, a converter error) is named in `failed_formats` and in one `error:` line,
 after every other format is written.
 
-Settings come from the `export` block of the run's config.json (runs trained before
-it existed get `DEFAULT_SETTINGS`); `--config.export.*` and `--config.data.*` on the
-command line override them for this export (e.g. `--config.export.bits=4`).
+Settings come from the `export` block of the run's config.json; `--config.export.*`
+and `--config.data.*` on the command line override them for this export (e.g.
+`--config.export.bits=4`).
 """
 
 import shutil
@@ -40,7 +40,6 @@ from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax import size_report
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.errors import WriteError
-from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export_deploy
 from squeezenet_jax.training import setup
 
@@ -48,18 +47,8 @@ FORMATS = ('float32', 'bfloat16', 'int8', 'compressed')
 EXPORTS_DIR = exports.EXPORTS_DIR
 COMPRESSED_FILE = 'model.dc.xz'
 _MODEL_PARTS = ('params', 'batch_stats')
-# The `export` block of runs trained before it existed (configs/default.py's values).
-DEFAULT_SETTINGS = {'prune_fraction': 0.2, 'bits': 6}
 
 Tree = dict[str, Any]
-
-
-def export_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The run's `export` block over the defaults, so that older runs still export."""
-  merged = ml_collections.ConfigDict(DEFAULT_SETTINGS)
-  merged.update(config.get('export', {}))
-  quantize.check_compression(merged.bits, merged.prune_fraction)
-  return merged
 
 
 def to_numpy(variables: setup.ModelVars) -> Tree:
@@ -133,14 +122,14 @@ def _filled(template: nnx.State, values: Tree, placement) -> nnx.State:
   return state
 
 
-def score(restored: evaluate.RestoredRun, model: Tree) -> dict[str, float]:
+def score(restored: setup.RestoredRun, model: Tree) -> dict[str, float]:
   """Scores decoded weights as `--mode=eval` scores the checkpoint."""
   placement = sharding.replicated(restored.scorer.mesh)
   return restored.score({part: _filled(restored.variables[part], model[part], placement)
                          for part in _MODEL_PARTS})
 
 
-def export_format(restored: evaluate.RestoredRun, fmt: str, model: Tree,
+def export_format(restored: setup.RestoredRun, fmt: str, model: Tree,
                   transaction: exports.Transaction,
                   settings: ml_collections.ConfigDict) -> dict[str, Any]:
   """Saves one format (uncommitted), reloads it from disk and scores it."""
@@ -154,15 +143,15 @@ def export_format(restored: evaluate.RestoredRun, fmt: str, model: Tree,
   return row
 
 
-def run(workdir: str, overrides: dict[str, Any], fallback: bool = False) -> dict[str, Any]:
+def run(workdir: str, config: ml_collections.ConfigDict,
+        fallback: bool = False) -> dict[str, Any]:
   """Exports every format, then writes and returns the size report (sizes.json).
 
-  `overrides`: dotted `data.*` and `export.*` fields over the run's config.json.
+  `config`: the run's, with this command's overrides (`trained_run.config_for`).
   """
-  config = evaluate.run_config(workdir, overrides)
-  settings = export_config(config)
+  settings = config.export
   with workdir_lib.locked(workdir, 'export'):
-    restored = evaluate.RestoredRun(workdir, config, fallback=fallback)
+    restored = setup.RestoredRun(workdir, config, fallback=fallback)
     model = to_numpy(restored.variables)
     transaction = exports.Transaction(workdir)
     try:
@@ -213,14 +202,14 @@ def commit(transaction: exports.Transaction, workdir: str,
   return stamped
 
 
-def export_rows(restored: evaluate.RestoredRun, model: Tree,
+def export_rows(restored: setup.RestoredRun, model: Tree,
                 settings: ml_collections.ConfigDict,
                 transaction: exports.Transaction) -> list[dict[str, Any]]:
   """The orbax and lzma formats (`FORMATS`), exported (uncommitted), reloaded and scored."""
   return [export_format(restored, fmt, model, transaction, settings) for fmt in FORMATS]
 
 
-def build_report(restored: evaluate.RestoredRun, rows: list[dict[str, Any]],
+def build_report(restored: setup.RestoredRun, rows: list[dict[str, Any]],
                  settings: ml_collections.ConfigDict, **kwargs) -> dict[str, Any]:
   """sizes.json's dict for `rows` of the restored run (`size_report.build`)."""
   return size_report.build(

@@ -25,7 +25,7 @@ from squeezenet_jax.data import dataset as dataset_lib
 from squeezenet_jax.deploy import inference
 from squeezenet_jax.deploy import onnx_export
 from squeezenet_jax.deploy import stablehlo_export
-from squeezenet_jax.modes import evaluate
+from squeezenet_jax.training import setup
 from squeezenet_jax.training import steps
 
 Tree = dict[str, Any]
@@ -39,7 +39,7 @@ class Deployed:
 
 
 def calibration_images(config: ml_collections.ConfigDict,
-                       restored: evaluate.RestoredRun) -> tuple[np.ndarray, str]:
+                       restored: setup.RestoredRun) -> tuple[np.ndarray, str]:
   """(a seeded sample of training images, 'train'), or of the scored split's images."""
   if 'train' in dataset_lib.available_splits(config.data):
     images = dataset_lib.load_dataset(config.data, ('train',)).splits['train'].images
@@ -51,7 +51,7 @@ def calibration_images(config: ml_collections.ConfigDict,
   return onnx_export.calibration_sample(images), restored.split
 
 
-def scores(restored: evaluate.RestoredRun, logits: np.ndarray) -> dict[str, float]:
+def scores(restored: setup.RestoredRun, logits: np.ndarray) -> dict[str, float]:
   """Accuracy and loss of logits of the scored split, as `--mode=eval` computes them."""
   labels = restored.scorer.dataset.splits[restored.split].labels
   losses = steps.cross_entropy(logits, labels, restored.config.label_smoothing)
@@ -61,7 +61,7 @@ def scores(restored: evaluate.RestoredRun, logits: np.ndarray) -> dict[str, floa
           'loss': float(jax.device_get(losses).mean())}
 
 
-def _row(fmt: str, path: Path, restored: evaluate.RestoredRun,
+def _row(fmt: str, path: Path, restored: setup.RestoredRun,
          logits: np.ndarray) -> dict[str, Any]:
   directory = path.parent
   row = {'format': fmt, 'bytes': checkpoints.directory_bytes(directory),
@@ -70,7 +70,7 @@ def _row(fmt: str, path: Path, restored: evaluate.RestoredRun,
   return row
 
 
-def export(restored: evaluate.RestoredRun, model: Tree,
+def export(restored: setup.RestoredRun, model: Tree,
            transaction: exports.Transaction) -> Deployed:
   """Writes {onnx,onnx_int8,stablehlo}/ (uncommitted), each scored from disk."""
   config = restored.config

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -35,7 +36,6 @@ from squeezenet_jax.deploy import onnx_export
 from squeezenet_jax.deploy import predictions
 from squeezenet_jax.deploy import stablehlo_export
 from squeezenet_jax.errors import UserError
-from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
 from squeezenet_jax.training import setup
 
@@ -165,10 +165,12 @@ def logits(workdir: str, config, fmt: str, images: np.ndarray,
   return inference.batched_logits(fn, images, batch_size=config.eval_batch_size)
 
 
-def predict(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
+def predict(workdir: str, config: ml_collections.ConfigDict, paths: Sequence[str], *,
             fmt: str | None = None, top_k: int = 3, fallback: bool = False) -> Predictions:
-  """Classifies the images under `paths` (none, if none could be read)."""
-  config = evaluate.run_config(workdir, overrides)
+  """Classifies the images under `paths` (none, if none could be read).
+
+  `config`: the run's, with this command's overrides (`trained_run.config_for`).
+  """
   fmt = fmt or default_format(workdir)
   if fmt not in FORMATS and not _is_compress_stage(workdir, fmt):
     raise UserError(f'unknown --format={fmt}; expected one of: {", ".join(FORMATS)}, or a '
@@ -195,7 +197,7 @@ def predict(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
                      top=predictions.top_k(scores, top_k, names), errors=found.errors)
 
 
-def run(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
+def run(workdir: str, config: ml_collections.ConfigDict, paths: Sequence[str], *,
         fmt: str | None = None, top_k: int = 3, as_json: bool = False,
         fallback: bool = False) -> Predictions:
   """Prints a table, or JSON lines (one object per image or unreadable file).
@@ -203,7 +205,7 @@ def run(workdir: str, overrides: dict[str, Any], paths: Sequence[str], *,
   Raises UserError (one line, exit 2) when no image could be classified; with
   `--json` each unreadable file's object is printed first.
   """
-  result = predict(workdir, overrides, paths, fmt=fmt, top_k=top_k, fallback=fallback)
+  result = predict(workdir, config, paths, fmt=fmt, top_k=top_k, fallback=fallback)
   if result.names or as_json:
     sys.stdout.write(result.text(as_json))
     sys.stdout.flush()

@@ -28,11 +28,11 @@ from typing import Any, Mapping
 import ml_collections
 
 from squeezenet_jax import workdir as workdir_lib
+from squeezenet_jax.errors import ERROR_PREFIX, EXIT_OK, EXIT_USER_ERROR, EXIT_WRITE_ERROR
+from squeezenet_jax.errors import UserError, WriteError, user_facing
 
 MODULE = 'squeezenet_jax.sweep_launchers.worker'  # run with `python -m`
 SPEC_DIR = '.workers'  # in the sweep's workdir; a point's name never starts with '.'
-EXIT_OK, EXIT_WRITE_ERROR, EXIT_USER_ERROR = 0, 1, 2
-ERROR_PREFIX = 'error: '
 STOPPED = 'stopped'  # what `outcome` says of a worker that a forwarded signal ended
 # How long a worker waits for a previous worker of its point to save and release it.
 LOCK_WAIT_SECONDS = 600.0
@@ -144,7 +144,6 @@ def _fail(message: str, code: int) -> int:
 def _wait_for_previous_worker(point_dir: str) -> None:
   """Returns once no other process holds the point's lock (the trainer then takes it)."""
   from absl import logging  # pylint: disable=g-import-not-at-top
-  from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if not Path(point_dir).exists():
     return
   try:
@@ -162,7 +161,6 @@ def run(spec_file: str) -> int:
   # pylint: disable=g-import-not-at-top
   from absl import logging
   from squeezenet_jax import runtime
-  from squeezenet_jax.errors import UserError, WriteError
   from squeezenet_jax.training import loop
   from squeezenet_jax.training.preemption import Preempted
   # pylint: enable=g-import-not-at-top
@@ -177,13 +175,8 @@ def run(spec_file: str) -> int:
   except Preempted as e:
     logging.warning('%s', e)
     return e.exit_code
-  except UserError as e:
-    return _fail(str(e), EXIT_USER_ERROR)
-  except WriteError as e:
-    return _fail(str(e), EXIT_WRITE_ERROR)
-  except OSError as e:  # any other failed write: read-only or full disk
-    return _fail(f'could not write {e.filename or "to disk"}: {e.strerror or e}',
-                 EXIT_WRITE_ERROR)
+  except (UserError, WriteError, OSError) as e:
+    return _fail(*user_facing(e))
   return EXIT_OK
 
 

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from squeezenet_jax import accounting
 from squeezenet_jax import checkpoints
 from squeezenet_jax import metrics as metrics_lib
 from squeezenet_jax import multiprocess
@@ -168,7 +169,7 @@ def _check_finite(epoch: int, epoch_metrics: dict[str, float],
 @contextlib.contextmanager
 def _maybe_profile(config: ml_collections.ConfigDict, epoch: int, workdir: str):
   """A jax.profiler trace of epoch `config.profile_epoch` in workdir/profile (TensorBoard)."""
-  if config.get('profile_epoch', 0) != epoch:
+  if config.profile_epoch != epoch:
     yield
     return
   with jax.profiler.trace(f'{workdir}/profile'):
@@ -190,7 +191,7 @@ def _results(trainer: setup.Trainer, checkpointer: checkpoints.Checkpointer, wor
   config = trainer.config
   train_seconds = _epoch_seconds_so_far(f'{workdir}/{workdir_lib.METRICS_FILE}')
   return {
-      **setup.size_fields(config, trainer.graphdef, trainer.model_vars),
+      **accounting.size_fields(config, setup.as_model(trainer.graphdef, trainer.model_vars)),
       **(val_metrics or _validate(trainer)),
       'train_seconds': train_seconds,
       'compile_seconds': trainer.compile_seconds,

@@ -5,12 +5,15 @@ device-resident splits); `Trainer` adds the training data on the device, the opt
 the train state and the compiled epoch. `--mode=eval` and `--mode=export` build a
 Scorer and restore only the checkpoint's `model` item: no optimizer, no `opt_state`.
 `--mode=compress` builds a Trainer from a `FineTune` instead of a fresh initialisation.
+`RestoredRun` is a trained run's latest checkpoint and a Scorer, what the modes on a
+trained run start from.
 """
 
 import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -24,6 +27,7 @@ from squeezenet_jax import checkpoints
 from squeezenet_jax import models
 from squeezenet_jax import rng
 from squeezenet_jax import sharding
+from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.data import dataset as dataset_lib
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.training import optim
@@ -82,14 +86,9 @@ def abstract_model(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, Mod
   return graphdef, {'params': params, 'batch_stats': batch_stats}
 
 
-def size_fields(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef,
-                variables: ModelVars) -> dict[str, int]:
-  """Counted and analytic parameters, MACs and analytic bytes of the run's own model."""
-  summary = accounting.summarize(
-      config, model=nnx.merge(graphdef, variables['params'], variables['batch_stats']))
-  counted = sum(x.size for x in jax.tree.leaves(variables['params']))
-  return {'params': int(counted), 'analytic_params': int(summary['analytic_params']),
-          'macs': int(summary['macs']), 'analytic_bytes': int(summary['analytic_params']) * 4}
+def as_model(graphdef: nnx.GraphDef, variables: ModelVars) -> nnx.Module:
+  """The model of a run's variables (e.g. for accounting)."""
+  return nnx.merge(graphdef, variables['params'], variables['batch_stats'])
 
 
 def restore_model(config: ml_collections.ConfigDict, checkpointer: checkpoints.Checkpointer,
@@ -254,3 +253,38 @@ class Trainer:
     self.state = steps_lib.TrainState.from_items(items)
     return step
 
+
+class RestoredRun:
+  """A trained run's model (its latest checkpoint's `model` item) and a scorer for the
+  split its config names (`trained_run.config_for`)."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, fallback: bool = False):
+    self.workdir, self.config = workdir, config
+    self.split = dataset_lib.resolve_eval_split(config.data)
+    self.checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir),
+                                                 read_only=True)
+    mesh = sharding.make_mesh()
+    self.graphdef, self.variables, self.step = restore_model(
+        config, self.checkpointer, mesh, fallback=fallback)
+    data = load_data(config, (self.split,), workdir_lib.read_classes(workdir))
+    self.data_description = data.description
+    self.scorer = Scorer(config, self.graphdef, data, mesh)
+
+  @property
+  def num_images(self) -> int:
+    return self.scorer.split(self.split).size
+
+  def score(self, variables: ModelVars | None = None, tta: bool = False) -> dict[str, float]:
+    """Accuracy and loss of `variables` (default: the checkpoint's) on the split."""
+    return self.scorer(self.variables if variables is None else variables, self.split, tta)
+
+  def size_fields(self) -> dict[str, int]:
+    return accounting.size_fields(self.config, as_model(self.graphdef, self.variables))
+
+  def trained(self) -> dict[str, Any]:
+    """How far the restored checkpoint trained: steps, images seen, epochs."""
+    results_path = Path(self.workdir) / workdir_lib.RESULTS_FILE
+    results = workdir_lib.read_json(results_path) if results_path.exists() else {}
+    epochs = results.get('epochs') if results.get('steps') == self.step else None
+    return {'steps': self.step, 'images_seen': self.step * self.config.batch_size,
+            'epochs': epochs}

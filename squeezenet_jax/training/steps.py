@@ -141,11 +141,10 @@ def resolve_epoch_loop(config: ml_collections.ConfigDict) -> str:
   """`scan` compiles the epoch as one program; `python` dispatches one compiled step at a time.
 
   `auto` scans on GPU/TPU. On CPU it dispatches steps from Python: there, dispatch
-  costs nothing next to a step, while XLA:CPU's convolutions inside a loop body ran
-  3 against 56 images/s at top level on a loaded 2-core machine (equal when idle;
-  jax-ml/jax#12868).
+  costs nothing next to a step, while XLA:CPU can run convolutions inside a loop body
+  far slower than at top level (jax-ml/jax#12868).
   """
-  loop = config.get('epoch_loop', 'auto')
+  loop = config.epoch_loop
   if loop not in EPOCH_LOOPS:
     raise UserError(f'unknown epoch_loop {loop!r}; choose one of {EPOCH_LOOPS}')
   if loop == 'auto':

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import REPO_ROOT, tiny_config
 from squeezenet_jax import checkpoints
+from squeezenet_jax.training import setup
+from squeezenet_jax import trained_run
 from squeezenet_jax import exports
 from squeezenet_jax import quantize
 from squeezenet_jax import reporting
@@ -48,7 +50,7 @@ def runs(tmp_path_factory):
   loop.train_and_evaluate(tiny_config(), str(trained))
   compressed = tmp_path_factory.mktemp('compressed') / 'run'
   shutil.copytree(trained, compressed)
-  report = compress.run(str(compressed), OVERRIDES, defaults=tiny_config().compress)
+  report = compress.run(str(compressed), trained_run.config_for(str(compressed), 'compress', OVERRIDES))
   return trained, compressed, report
 
 
@@ -91,8 +93,8 @@ def test_every_stage_is_exported_rescored_and_reported(runs):
 
 def test_each_file_scores_as_reported_from_disk(runs):
   _, workdir, report = runs
-  restored = compress.evaluate.RestoredRun(str(workdir), compress.run_config(
-      str(workdir), OVERRIDES, tiny_config().compress))
+  restored = setup.RestoredRun(str(workdir), trained_run.config_for(
+      str(workdir), 'compress', OVERRIDES))
   for name in ('shared', 'qat_int4'):
     stored = container.read(workdir / 'exports' / name / compress.FILE)
     scores = export.score(restored, quantize.dequantize(stored))
@@ -177,13 +179,13 @@ def test_sigterm_saves_the_stage_and_a_rerun_ends_identical(runs, tmp_path, monk
   # As if SIGTERM arrived during the first epoch: the loop saves, then stops.
   monkeypatch.setattr(loop.multiprocess, 'agreed_signal', lambda signum: signal.SIGTERM)
   with pytest.raises(Preempted) as stopped:
-    compress.run(str(workdir), PRUNED_ONLY, defaults=tiny_config().compress)
+    compress.run(str(workdir), trained_run.config_for(str(workdir), 'compress', PRUNED_ONLY))
   assert stopped.value.exit_code == 143
   stage = workdir / 'compress' / 'pruned'
   assert checkpoints.Checkpointer(stage / 'checkpoints').all_steps() == [STEPS_PER_EPOCH]
   assert not (workdir / 'exports' / 'pruned').exists()
   monkeypatch.undo()
-  compress.run(str(workdir), PRUNED_ONLY, defaults=tiny_config().compress)
+  compress.run(str(workdir), trained_run.config_for(str(workdir), 'compress', PRUNED_ONLY))
   name = f'exports/pruned/{compress.FILE}'
   assert (workdir / name).read_bytes() == (compressed / name).read_bytes()
 
@@ -205,7 +207,7 @@ def test_a_killed_compress_run_resumes_to_the_same_file(runs, tmp_path):
   assert process.wait(timeout=60) == -signal.SIGKILL
   assert not (workdir / 'exports' / 'pruned').exists()
   # The rerun holds the lock the kernel released, resumes the stage and ends identical.
-  compress.run(str(workdir), PRUNED_ONLY, defaults=tiny_config().compress)
+  compress.run(str(workdir), trained_run.config_for(str(workdir), 'compress', PRUNED_ONLY))
   name = f'exports/pruned/{compress.FILE}'
   assert (workdir / name).read_bytes() == (compressed / name).read_bytes()
   final = 3 * STEPS_PER_EPOCH
@@ -216,17 +218,16 @@ def test_a_killed_compress_run_resumes_to_the_same_file(runs, tmp_path):
 def test_a_rerun_reuses_finished_stages_and_refuses_changed_ones(runs, monkeypatch):
   _, workdir, report = runs
   monkeypatch.setattr(export, 'score', lambda *a: pytest.fail('a finished stage was rescored'))
-  rerun = compress.run(str(workdir), OVERRIDES, defaults=tiny_config().compress)
+  rerun = compress.run(str(workdir), trained_run.config_for(str(workdir), 'compress', OVERRIDES))
   assert rerun.pop(exports.ID_KEY) != report[exports.ID_KEY]  # committed anew, unchanged:
   assert rerun == {k: v for k, v in report.items() if k != exports.ID_KEY}
   with pytest.raises(UserError, match='other settings'):
-    compress.run(str(workdir), {**OVERRIDES, 'compress.pruned.sparsity': 0.6},
-                 defaults=tiny_config().compress)
+    compress.run(str(workdir), trained_run.config_for(str(workdir), 'compress', {**OVERRIDES, 'compress.pruned.sparsity': 0.6}))
 
 
 def test_export_after_compress_keeps_the_compress_rows(runs):
   _, workdir, report = runs
-  again = export.run(str(workdir), {'data.eval_split': 'validation'})
+  again = export.run(str(workdir), trained_run.config_for(str(workdir), 'export', {'data.eval_split': 'validation'}))
   # The export's own formats first (with the deploy rows compress does not write),
   # then every compress row unchanged.
   stages = [r for r in report['formats'] if r['format'] in report['compress']]
@@ -251,21 +252,8 @@ def test_export_after_compress_keeps_the_compress_rows(runs):
 def test_bad_compress_settings_are_refused_before_anything_runs(tmp_path, overrides, message):
   (tmp_path / 'config.json').write_text(tiny_config().to_json())
   with pytest.raises(UserError, match=message):
-    compress.run(str(tmp_path), overrides, defaults=tiny_config().compress)
+    compress.run(str(tmp_path), trained_run.config_for(str(tmp_path), 'compress', overrides))
   assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json']
-
-
-def test_runs_without_a_compress_block_take_the_defaults(tmp_path):
-  from configs import run as run_config  # pylint: disable=g-import-not-at-top
-  saved = tiny_config().to_dict()
-  del saved['compress']
-  saved['export'] = {'bits': 4}  # a partial block: the rest defaults
-  (tmp_path / 'config.json').write_text(json.dumps(saved))
-  config = run_config.get_config(str(tmp_path))
-  assert config.compress.to_dict() == tiny_config().compress.to_dict()
-  assert config.export.bits == 4 and config.export.prune_fraction == 0.2
-  assert compress.run_config(str(tmp_path), {'compress.pruned.epochs': 5},
-                             config.compress).compress.pruned.epochs == 5
 
 
 def test_a_reference_run_is_compared_at_equal_accuracy():
@@ -302,7 +290,7 @@ def test_the_report_draws_and_tables_a_reference_run(runs, tmp_path):
 def test_predict_classifies_with_a_stage_file(runs):
   _, workdir, _ = runs
   from squeezenet_jax.modes import predict  # pylint: disable=g-import-not-at-top
-  config = compress.run_config(str(workdir), {}, defaults=tiny_config().compress)
+  config = trained_run.config_for(str(workdir), 'compress', {})
   images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
   shared = predict.logits(str(workdir), config, 'shared', images)
   # The stage's own weights: 4-bit codebooks, so at most 16 values per kernel.
@@ -310,4 +298,4 @@ def test_predict_classifies_with_a_stage_file(runs):
   assert all(np.unique(k).size <= 16 for k in _kernels(weights['params']))
   assert not np.allclose(shared, predict.logits(str(workdir), config, 'float32', images))
   with pytest.raises(UserError, match='or a stage --mode=compress exported'):
-    predict.predict(str(workdir), {}, [str(workdir)], fmt='pruned_twice')
+    predict.predict(str(workdir), trained_run.config_for(str(workdir), 'predict', {}), [str(workdir)], fmt='pruned_twice')

@@ -9,6 +9,7 @@ from conftest import copy_run
 from conftest import tiny_config
 from configs import default
 from squeezenet_jax.data import dataset as dataset_lib
+from squeezenet_jax import trained_run
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import evaluate
@@ -40,14 +41,14 @@ def test_a_class_folder_the_run_was_not_trained_on_is_refused(trained, tmp_path)
   data = write_folder(tmp_path / 'data', 'test', 2, names)
   before = (workdir / 'results.json').read_text()
   with pytest.raises(UserError, match="class\\(es\\) car that the run was not trained on"):
-    evaluate.run(str(workdir), {'data.source': 'folder', 'data.path': str(data)})
+    evaluate.run(str(workdir), trained_run.config_for(str(workdir), 'eval', {'data.source': 'folder', 'data.path': str(data)}))
   assert (workdir / 'results.json').read_text() == before
 
 
 def test_a_data_path_alone_scores_that_folder_and_says_so(trained, tmp_path):
   workdir, _ = trained
   data = write_folder(tmp_path / 'data', 'test', 3)
-  results = evaluate.run(str(workdir), {'data.path': str(data)})
+  results = evaluate.run(str(workdir), trained_run.config_for(str(workdir), 'eval', {'data.path': str(data)}))
   assert results['test_images'] == 3 * NUM_CLASSES
   assert str(data) in results['test_data']
 
@@ -55,7 +56,7 @@ def test_a_data_path_alone_scores_that_folder_and_says_so(trained, tmp_path):
 def test_a_subset_of_classes_is_scored_under_the_runs_labels(trained, tmp_path):
   workdir, _ = trained
   data = write_folder(tmp_path / 'data', 'test', 4, ['class_3', 'class_7'])
-  results = evaluate.run(str(workdir), {'data.path': str(data)})
+  results = evaluate.run(str(workdir), trained_run.config_for(str(workdir), 'eval', {'data.path': str(data)}))
   assert results['test_images'] == 8
 
 
@@ -68,12 +69,12 @@ def test_an_override_that_changes_the_held_out_images_or_the_inputs_is_refused(
     tmp_path, field, value):
   (tmp_path / 'config.json').write_text(tiny_config().to_json())
   with pytest.raises(UserError, match=f'--config.{field}=.*leave the override out'):
-    evaluate.run_config(str(tmp_path), {field: value})
+    trained_run.config_for(str(tmp_path), 'eval', {field: value})
 
 
 def test_an_override_equal_to_the_runs_own_value_is_accepted(tmp_path):
   (tmp_path / 'config.json').write_text(tiny_config().to_json())
-  config = evaluate.run_config(str(tmp_path), {'data.val_size': 128, 'eval_batch_size': 32})
+  config = trained_run.config_for(str(tmp_path), 'eval', {'data.val_size': 128, 'eval_batch_size': 32})
   assert config.eval_batch_size == 32
 
 

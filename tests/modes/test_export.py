@@ -5,7 +5,6 @@ import shutil
 import subprocess
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -15,6 +14,8 @@ from configs import default
 from conftest import copy_run
 from conftest import tiny_config
 from squeezenet_jax import checkpoints
+from squeezenet_jax.training import setup
+from squeezenet_jax import trained_run
 from squeezenet_jax import exports
 from squeezenet_jax import models
 from squeezenet_jax import quantize
@@ -22,7 +23,6 @@ from squeezenet_jax import size_report
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.errors import WriteError
-from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
 from squeezenet_jax.modes import export_deploy
 from squeezenet_jax.modes import predict
@@ -33,7 +33,7 @@ def run(tmp_path_factory, tiny_run):
   """A tiny trained run (two kept steps), exported on its validation split."""
   workdir = copy_run(tiny_run, tmp_path_factory.mktemp('export') / 'run')
   results = workdir_lib.read_json(workdir / 'results.json')
-  report = export.run(str(workdir), {'data.eval_split': 'validation'})
+  report = export.run(str(workdir), trained_run.config_for(str(workdir), 'export', {'data.eval_split': 'validation'}))
   return workdir, results, report
 
 
@@ -95,7 +95,7 @@ def test_an_export_rescored_from_disk_gives_the_reported_accuracy(run):
   workdir, _, report = run
   config = workdir_lib.load_config(str(workdir))
   config.data.eval_split = 'validation'
-  restored = evaluate.RestoredRun(str(workdir), config)
+  restored = setup.RestoredRun(str(workdir), config)
   model = export.load('compressed', workdir / 'exports' / 'compressed')
   scores = export.score(restored, model)
   assert scores['accuracy'] == pytest.approx(_rows(report)['compressed']['accuracy'])
@@ -158,15 +158,6 @@ def test_int8_squeezenet_1_1_is_under_a_megabyte_on_disk(tmp_path, batch_norm):
   assert jax.tree.structure(loaded) == jax.tree.structure(tree)
 
 
-def test_runs_without_an_export_block_use_the_defaults():
-  config = ml_collections.ConfigDict(tiny_config().to_dict())
-  del config['export']
-  settings = export.export_config(config)
-  assert settings.to_dict() == default.get_config().export.to_dict() == export.DEFAULT_SETTINGS
-  config.export = ml_collections.ConfigDict({'bits': 4})  # a partial block: the rest defaults
-  assert export.export_config(config).to_dict() == {**export.DEFAULT_SETTINGS, 'bits': 4}
-
-
 def test_raw_bytes_count_the_arrays_in_memory():
   config = tiny_config(optimizer='sgd')
   variables = {'params': {'w': jax.numpy.zeros((3, 4))}, 'batch_stats': {}}
@@ -210,7 +201,7 @@ def test_data_with_only_a_test_split_calibrates_on_it_and_says_so(run, tmp_path,
     for i in range(3):
       Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
           tmp_path / 'data' / 'test' / f'class_{c}' / f'{i}.png')
-  report = export.run(str(copy), {'data.source': 'folder', 'data.path': str(tmp_path / 'data')})
+  report = export.run(str(copy), trained_run.config_for(str(copy), 'export', {'data.source': 'folder', 'data.path': str(tmp_path / 'data')}))
   rows = _rows(report)
   assert report['eval_split'] == 'test' and report['eval_images'] == 30
   assert (rows['onnx_int8']['calibration_split'], rows['onnx_int8']['calibration_images']) == (
@@ -237,7 +228,7 @@ def test_an_export_cut_while_converting_leaves_one_described_set(run, tmp_path, 
 
   monkeypatch.setattr(export_deploy.onnx_export, 'save_int8', killed)
   with pytest.raises(KeyboardInterrupt):
-    export.run(str(workdir), {'data.eval_split': 'validation'})
+    export.run(str(workdir), trained_run.config_for(str(workdir), 'export', {'data.eval_split': 'validation'}))
   exports.check_complete(workdir)
   reported = json.loads((workdir / 'sizes.json').read_text())
   assert exports.formats_on_disk(workdir) == {row['format'] for row in reported['formats']}
@@ -293,5 +284,5 @@ def test_a_full_disk_during_export_keeps_the_previous_set(run, tmp_path, monkeyp
   monkeypatch.setattr(export.ocp.StandardCheckpointer, 'save', full)
   with pytest.raises(WriteError, match='could not save the float32 export in .*exports/'
                                        '.partial/float32: No space left on device'):
-    export.run(str(workdir), {'data.eval_split': 'validation'})
+    export.run(str(workdir), trained_run.config_for(str(workdir), 'export', {'data.eval_split': 'validation'}))
   assert written() == before

@@ -14,9 +14,9 @@ from conftest import tiny_config
 from deploy_helpers import CIFAR10_JPEG_TRAIN
 from deploy_helpers import cifar_slice
 from squeezenet_jax import exports
+from squeezenet_jax.training import setup
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.deploy import onnx_export
-from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
 from squeezenet_jax.modes import export_deploy
 from squeezenet_jax.training import loop
@@ -35,7 +35,7 @@ def run(tmp_path_factory):
       'learning_rate': 0.05, 'model.dropout': 0.0})
   workdir = root / 'run'
   results = loop.train_and_evaluate(config, str(workdir))
-  restored = evaluate.RestoredRun(str(workdir), config)
+  restored = setup.RestoredRun(str(workdir), config)
   transaction = exports.Transaction(workdir)
   deployed = export_deploy.export(restored, export.to_numpy(restored.variables), transaction)
   transaction.commit(lambda export_id: None, list(export_deploy.FORMATS))

@@ -9,6 +9,7 @@ from PIL import Image
 
 from conftest import TINY_RUN_EPOCHS, copy_run, tiny_config
 from squeezenet_jax import checkpoints
+from squeezenet_jax import trained_run
 from squeezenet_jax import sharding
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
@@ -83,7 +84,7 @@ def test_no_readable_image_is_one_error_line_and_exit_2(run):
 def test_probabilities_are_the_checkpoints_eval_mode_softmax(run):
   """Predict classifies with the run's own model, as evaluation scores it."""
   workdir, config, pixels = str(run['workdir']), run['config'], run['pixels']
-  result = predict.predict(workdir, {}, [str(run['folder'] / f'{i}.png') for i in range(2)],
+  result = predict.predict(workdir, trained_run.config_for(workdir, 'predict', {}), [str(run['folder'] / f'{i}.png') for i in range(2)],
                            top_k=10)
   assert result.format == 'checkpoint' and result.errors == []
   checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), read_only=True)
@@ -100,10 +101,10 @@ def test_probabilities_are_the_checkpoints_eval_mode_softmax(run):
 def test_missing_exports_and_bad_flags_are_user_errors(run):
   workdir, image = str(run['workdir']), str(run['folder'] / '0.png')
   with pytest.raises(UserError, match='no int8 export .* run --mode=export'):
-    predict.predict(workdir, {}, [image], fmt='int8')
+    predict.predict(workdir, trained_run.config_for(workdir, 'predict', {}), [image], fmt='int8')
   with pytest.raises(UserError, match='no ONNX model at .* run --mode=export'):
-    predict.predict(workdir, {}, [image], fmt='onnx')
+    predict.predict(workdir, trained_run.config_for(workdir, 'predict', {}), [image], fmt='onnx')
   with pytest.raises(UserError, match='unknown --format=fp16'):
-    predict.predict(workdir, {}, [image], fmt='fp16')
+    predict.predict(workdir, trained_run.config_for(workdir, 'predict', {}), [image], fmt='fp16')
   with pytest.raises(UserError, match='--top_k=0'):
-    predict.predict(workdir, {}, [image], top_k=0)
+    predict.predict(workdir, trained_run.config_for(workdir, 'predict', {}), [image], top_k=0)

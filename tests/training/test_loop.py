@@ -8,6 +8,7 @@ import pytest
 
 from conftest import copy_run, restored_params, tiny_config, tiny_run_log
 from squeezenet_jax import checkpoints
+from squeezenet_jax import trained_run
 from squeezenet_jax import sharding
 from squeezenet_jax.data import dataset as data_lib
 from squeezenet_jax.errors import UserError
@@ -98,9 +99,9 @@ def test_eval_mode_scores_the_checkpoint(tmp_path, tiny_run):
   assert f'Trained 2 epochs (24 steps): val_accuracy {trained["val_accuracy"]:.4f}' in log
   assert f'results in {tiny_run}/results.json' in log
   workdir = copy_run(tiny_run, tmp_path / 'run')
-  results = evaluate.run(str(workdir), {'data.eval_split': 'validation'})
+  results = evaluate.run(str(workdir), trained_run.config_for(str(workdir), 'eval', {'data.eval_split': 'validation'}))
   assert results['val_accuracy'] == pytest.approx(trained['val_accuracy'])
-  results = evaluate.run(str(workdir), {})  # synthetic has a test split: the default
+  results = evaluate.run(str(workdir), trained_run.config_for(str(workdir), 'eval', {}))  # synthetic has a test split: the default
   assert 0.0 <= results['test_accuracy'] <= 1.0
 
 

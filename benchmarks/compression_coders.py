@@ -4,7 +4,7 @@
 
 For each (bits, sparsity) it prunes and k-means-shares the run's kernels after
 training (as `--mode=export` does), then counts the bytes of the kernels under:
-  lzma      one byte per index, lzma'd (the current `compressed` export)
+  lzma      one byte per index, lzma'd (the `compressed` export's `packed` coding)
   huffman   one Huffman code per kernel over its indices (zeros included)
   paper     Deep Compression's layout: relative indices of the nonzeros (8-bit gaps,
             filler zeros past 255; 5-bit for dense kernels) and their codebook
@@ -13,8 +13,8 @@ training (as `--mode=export` does), then counts the bytes of the kernels under:
   entropy   the order-0 bound: each kernel's index entropy, no tables
 Huffman sizes are counted exactly from the code lengths (sum of count x length),
 with code-length tables at 5 bits per symbol; every coder also pays the float32
-codebooks. It also writes whole files (`quantize.write_compressed` against
-`compression.container` with float32 or float16 vectors), linear int8/int4 codes
+codebooks. It also writes whole files (`compression.container`, packed or ANS, with
+float32 or float16 vectors; packed float32 is the `compressed` export), linear int8/int4 codes
 (packed against ANS), and with --score the validation accuracy of each file read
 back from disk.
 """
@@ -22,7 +22,6 @@ back from disk.
 import heapq
 import json
 import lzma
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -143,13 +142,10 @@ def main(argv):
     return export.score(restored, {'params': weights, 'batch_stats': model['batch_stats']})[
         'accuracy']
 
-  def file_rows(name, encoded_params, current_export=False):
+  def file_rows(name, encoded_params):
     """Whole-model files: params as encoded + BN statistics."""
     tree = {'params': encoded_params, 'batch_stats': model['batch_stats']}
     rows = {}
-    if current_export:
-      quantize.write_compressed(tmp / 'dc.xz', tree)
-      rows['lzma_file'] = os.path.getsize(tmp / 'dc.xz')
     for coding in container.CODINGS:
       for raw in container.RAW_DTYPES:
         rows[f'{coding}_{raw}_file'] = container.write(tmp / 'c', tree, coding, raw)
@@ -171,7 +167,7 @@ def main(argv):
     row = {'bits': bits, 'sparsity': sparsity,
            'kernel_bytes': sizes,
            'kernel_bits_per_param': {k: 8 * v / num_kernel for k, v in sizes.items()},
-           **file_rows(f'shared {bits} bits {sparsity:.0%}', encoded, current_export=True),
+           **file_rows(f'shared {bits} bits {sparsity:.0%}', encoded),
            'seconds': time.perf_counter() - start}
     print(bits, sparsity, {k: f'{v:,.0f} B {8 * v / num_kernel:.3f} b/p' for k, v in sizes.items()},
           flush=True)

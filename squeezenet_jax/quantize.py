@@ -9,15 +9,11 @@ for no measurable saving.
   s = max|w| / 127 over each last-axis channel (Krishnamoorthi 2018).
 - Deep Compression (Han et al. 2016): magnitude pruning, then per-layer k-means
   weight sharing (linear initialisation over [min, max], Lloyd iterations) with a
-  2**bits codebook whose code 0 is an exact zero for the pruned weights; the indices
-  are stored a byte each and the whole file is entropy coded with lzma.
+  2**bits codebook whose code 0 is an exact zero for the pruned weights. The file
+  that holds them is `compression.container`'s.
 """
 
 import dataclasses
-import json
-import lzma
-import os
-import struct
 from typing import Any, Callable
 
 import jax
@@ -28,9 +24,6 @@ from squeezenet_jax.errors import UserError
 
 INT8_MAX = 127
 LLOYD_ITERATIONS = 20
-# The compressed file: magic, then lzma(header length, JSON header, array payload).
-MAGIC = b'SQZDC1\n'
-_LENGTH = struct.Struct('<I')
 
 Tree = dict[str, Any]
 
@@ -168,110 +161,3 @@ def _to_float32(x: Any) -> np.ndarray:
 def dequantize(tree: Tree) -> Tree:
   """Any encoded tree (float32, bfloat16, int8, shared) as float32 numpy arrays."""
   return jax.tree.map(_to_float32, tree, is_leaf=_is_encoded)
-
-
-# ----------------------------------------------------------------------------
-# The compressed file.
-
-
-def _leaf_name(path: tuple[Any, ...]) -> str:
-  return '/'.join(str(getattr(k, 'key', k)) for k in path)
-
-
-def _unflatten(flat: dict[str, Any]) -> Tree:
-  tree: Tree = {}
-  for name, value in flat.items():
-    *parents, leaf = name.split('/')
-    node = tree
-    for parent in parents:
-      node = node.setdefault(parent, {})
-    node[leaf] = value
-  return tree
-
-
-def _entries(tree: Tree):
-  """(header entry, bytes) per leaf: codebook + one byte per index, or raw float32.
-
-  Indices are stored a byte each rather than bit-packed: lzma then models the skewed
-  index distribution directly, which packed codes would hide from it.
-  """
-  leaves = jax.tree_util.tree_flatten_with_path(
-      tree, is_leaf=lambda x: isinstance(x, SharedWeights))[0]
-  for path, leaf in leaves:
-    name = _leaf_name(path)
-    if isinstance(leaf, SharedWeights):
-      bits = (leaf.codebook.size - 1).bit_length()
-      yield ({'name': name, 'kind': 'shared', 'shape': list(leaf.shape), 'bits': bits},
-             leaf.codebook.astype('<f4').tobytes() + leaf.indices.astype(np.uint8).tobytes())
-    else:
-      leaf = np.asarray(leaf, np.float32)
-      yield ({'name': name, 'kind': 'raw', 'shape': list(leaf.shape)},
-             leaf.astype('<f4').tobytes())
-
-
-def write_entries(path: str | os.PathLike, magic: bytes, entries, header: Callable[
-    [list[dict[str, Any]]], Any] = lambda leaves: leaves) -> int:
-  """Writes `magic`, lzma(header length, JSON header, payloads); returns the file's bytes.
-
-  `entries`: (entry dict, payload bytes) pairs; each entry gains its `nbytes`, and
-  `header` wraps their list into the JSON header (`read_entries` reads it back).
-  """
-  leaves, payload = [], []
-  for entry, data in entries:
-    leaves.append({**entry, 'nbytes': len(data)})
-    payload.append(data)
-  header_bytes = json.dumps(header(leaves)).encode()
-  body = _LENGTH.pack(len(header_bytes)) + header_bytes + b''.join(payload)
-  data = magic + lzma.compress(body, preset=9 | lzma.PRESET_EXTREME)
-  with open(path, 'wb') as f:
-    f.write(data)
-  return len(data)
-
-
-def write_compressed(path: str | os.PathLike, tree: Tree) -> None:
-  """One file: a JSON header of leaf names/shapes, then their bytes, all lzma'd."""
-  write_entries(path, MAGIC, _entries(tree))
-
-
-def _decode_entry(entry: dict[str, Any], data: bytes):
-  shape = tuple(entry['shape'])
-  if entry['kind'] == 'raw':
-    return np.frombuffer(data, '<f4').reshape(shape).astype(np.float32)
-  codes = 2**entry['bits']
-  codebook = np.frombuffer(data[:4 * codes], '<f4').astype(np.float32)
-  indices = np.frombuffer(data[4 * codes:], np.uint8).copy()
-  return SharedWeights(codebook=codebook, indices=indices, shape=shape)
-
-
-def read_entries(path: str | os.PathLike, magic: bytes, what: str,
-                 leaves: Callable[[Any], list[dict[str, Any]]] = lambda header: header
-                 ) -> list[tuple[dict[str, Any], bytes]]:
-  """(entry, its payload) of a file laid out `magic`, lzma(header length, JSON, payloads).
-
-  Both compressed formats (this module's and compression.container's) use the layout;
-  `leaves` picks the entry list out of the JSON header. A file of another kind, or a
-  truncated or damaged one, is a UserError naming it.
-  """
-  with open(path, 'rb') as f:
-    raw = f.read()
-  if not raw.startswith(magic):
-    raise UserError(f'{path} is not a {what} ({magic!r} header)')
-  try:
-    body = lzma.decompress(raw[len(magic):])
-    (header_len,) = _LENGTH.unpack_from(body)
-    offset = _LENGTH.size + header_len
-    entries = []
-    for entry in leaves(json.loads(body[_LENGTH.size:offset])):
-      entries.append((entry, body[offset:offset + entry['nbytes']]))
-      offset += entry['nbytes']
-  except (lzma.LZMAError, struct.error, ValueError, KeyError, TypeError) as e:
-    raise UserError(f'{path} is a damaged {what}: {type(e).__name__}: {e}') from None
-  if offset != len(body):
-    raise UserError(f'{path} is a damaged {what}: {len(body) - offset} bytes unaccounted for')
-  return entries
-
-
-def read_compressed(path: str | os.PathLike) -> Tree:
-  """The encoded tree of a compressed file (kernels as SharedWeights)."""
-  entries = read_entries(path, MAGIC, 'compressed SqueezeNet export')
-  return _unflatten({entry['name']: _decode_entry(entry, data) for entry, data in entries})

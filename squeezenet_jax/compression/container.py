@@ -1,4 +1,4 @@
-"""The compressed-model file of `--mode=compress`: entropy-coded kernels, float vectors.
+"""The one compressed-model file: `--mode=export`'s `compressed` and every compress stage.
 
 Layout: magic, then lzma(u32 header length, JSON header, payload). The header lists
 each leaf (`/`-joined path, shape, kind, byte count) and the payload holds its bytes:
@@ -15,10 +15,14 @@ A symbol stream is coded `ans` (`entropy.encode` under the histogram kept in the
 header) or `packed` (a byte per code, two int4 codes per byte). lzma over the whole
 body shrinks the header and float vectors; it cannot shrink ANS streams, and adds a
 few dozen bytes. `read` gives back the encoded tree exactly (`quantize.dequantize`
-turns it into float32 weights).
+turns it into float32 weights). A `packed` file needs no entropy coder (constriction)
+to be written or read.
 """
 
+import json
+import lzma
 import os
+import struct
 from importlib import metadata
 from typing import Any
 
@@ -27,10 +31,11 @@ import numpy as np
 from flax import traverse_util
 
 from squeezenet_jax import quantize
-from squeezenet_jax.compression import entropy
 from squeezenet_jax.errors import UserError
 
 MAGIC = b'SQZEC1\n'
+FILE = 'model.sqz'  # the file's name in an export's directory
+_LENGTH = struct.Struct('<I')
 CODINGS = ('ans', 'packed')
 RAW_DTYPES = ('float32', 'float16')
 
@@ -60,8 +65,15 @@ def unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
   return ((nibbles.astype(np.int8) ^ 8) - 8).astype(np.int8)
 
 
+def _entropy():
+  """The ANS coder, imported only for `ans` streams (constriction is optional)."""
+  from squeezenet_jax.compression import entropy  # pylint: disable=g-import-not-at-top
+  return entropy
+
+
 def _stream(symbols: np.ndarray, bits: int, coding: str) -> tuple[dict[str, Any], bytes]:
   if coding == 'ans':
+    entropy = _entropy()
     counts = entropy.histogram(symbols, 2**bits)
     return {'coding': 'ans', 'counts': counts.tolist()}, entropy.encode(symbols, counts)
   if bits == 4:
@@ -71,7 +83,7 @@ def _stream(symbols: np.ndarray, bits: int, coding: str) -> tuple[dict[str, Any]
 
 def _unstream(entry: dict[str, Any], data: bytes, size: int) -> np.ndarray:
   if entry['coding'] == 'ans':
-    return entropy.decode(data, np.asarray(entry['counts']), size)
+    return _entropy().decode(data, np.asarray(entry['counts']), size)
   if entry['bits'] == 4:
     return unpack_int4(np.frombuffer(data, np.uint8), size).astype(np.int32) + 8
   return np.frombuffer(data, np.uint8).astype(np.int32)
@@ -105,15 +117,21 @@ def write(path: str | os.PathLike, tree: Tree, coding: str = 'ans',
     raise UserError(f'coding {coding!r}: choose one of {CODINGS}')
   if raw_dtype not in RAW_DTYPES:
     raise UserError(f'raw_dtype {raw_dtype!r}: choose one of {RAW_DTYPES}')
-  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_encoded)[0]
-  entries = []
-  for keys, leaf in leaves:
+  leaves, payload = [], []
+  for keys, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_encoded)[0]:
     entry, data = _entry(leaf, coding, raw_dtype)
-    entries.append(({'name': '/'.join(str(getattr(k, 'key', k)) for k in keys), **entry}, data))
-  # The ANS models are constriction's quantisation of the histograms: record its version.
-  version = metadata.version('constriction')
-  return quantize.write_entries(path, MAGIC, entries,
-                                header=lambda header: {'constriction': version, 'leaves': header})
+    leaves.append({'name': '/'.join(str(getattr(k, 'key', k)) for k in keys), **entry,
+                   'nbytes': len(data)})
+    payload.append(data)
+  # The ANS models are constriction's quantisation of the histograms: its version.
+  header = ({'constriction': metadata.version('constriction')} if coding == 'ans' else {})
+  header['leaves'] = leaves
+  header_bytes = json.dumps(header).encode()
+  body = _LENGTH.pack(len(header_bytes)) + header_bytes + b''.join(payload)
+  data = MAGIC + lzma.compress(body, preset=9 | lzma.PRESET_EXTREME)
+  with open(path, 'wb') as f:
+    f.write(data)
+  return len(data)
 
 
 def _leaf(entry: dict[str, Any], data: bytes) -> Any:
@@ -134,8 +152,24 @@ def _leaf(entry: dict[str, Any], data: bytes) -> Any:
 
 
 def read(path: str | os.PathLike) -> Tree:
-  """The encoded tree of a file `write` wrote."""
-  entries = quantize.read_entries(path, MAGIC, 'compressed SqueezeNet file',
-                                  leaves=lambda header: header['leaves'])
-  return traverse_util.unflatten_dict({tuple(entry['name'].split('/')): _leaf(entry, data)
-                                       for entry, data in entries})
+  """The encoded tree of a file `write` wrote; a file of another kind, or a truncated
+  or damaged one, is a UserError naming it."""
+  what = 'compressed SqueezeNet file'
+  with open(path, 'rb') as f:
+    raw = f.read()
+  if not raw.startswith(MAGIC):
+    raise UserError(f'{path} is not a {what} ({MAGIC!r} header)')
+  try:
+    body = lzma.decompress(raw[len(MAGIC):])
+    (header_len,) = _LENGTH.unpack_from(body)
+    offset = _LENGTH.size + header_len
+    leaves = {}
+    for entry in json.loads(body[_LENGTH.size:offset])['leaves']:
+      leaves[tuple(entry['name'].split('/'))] = _leaf(
+          entry, body[offset:offset + entry['nbytes']])
+      offset += entry['nbytes']
+  except (lzma.LZMAError, struct.error, ValueError, KeyError, TypeError, IndexError) as e:
+    raise UserError(f'{path} is a damaged {what}: {type(e).__name__}: {e}') from None
+  if offset != len(body):
+    raise UserError(f'{path} is a damaged {what}: {len(body) - offset} bytes unaccounted for')
+  return traverse_util.unflatten_dict(leaves)

@@ -53,7 +53,7 @@ from squeezenet_jax.training import setup
 from squeezenet_jax.training import steps as steps_lib
 
 COMPRESS_DIR = 'compress'
-FILE = 'model.sqz'
+FILE = container.FILE
 STAGE_FILE = 'stage.json'  # a stage's settings, for the check on rerun
 EXPORT_FILE = 'export.json'  # a finished stage's sizes.json row
 # The run's recipe fields a stage sets: run field -> stage field.

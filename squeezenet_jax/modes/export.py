@@ -4,7 +4,8 @@ Formats, under `workdir/exports/<format>/`:
   float32     orbax: parameters and BatchNorm statistics, no optimizer state.
   bfloat16    orbax: parameters cast to bfloat16 (BN statistics stay float32).
   int8        orbax: kernels int8 with a float32 scale per output channel.
-  compressed  one lzma file: pruned, k-means-shared kernels (Deep Compression).
+  compressed  pruned, k-means-shared kernels (Deep Compression) in the one compressed
+              file (`compression.container`), a byte per code, lzma'd.
   onnx, onnx_int8, stablehlo  the inference function for other runtimes (`export_deploy`).
 Each export is read back from disk, dequantised to float32 and scored with the code
 of `--mode=eval`, so the accuracy reported is the accuracy of the bytes reported.
@@ -38,6 +39,7 @@ from squeezenet_jax import reporting
 from squeezenet_jax import sharding
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax import size_report
+from squeezenet_jax.compression import container
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.errors import WriteError
 from squeezenet_jax.modes import export_deploy
@@ -45,7 +47,6 @@ from squeezenet_jax.training import setup
 
 FORMATS = ('float32', 'bfloat16', 'int8', 'compressed')
 EXPORTS_DIR = exports.EXPORTS_DIR
-COMPRESSED_FILE = 'model.dc.xz'
 _MODEL_PARTS = ('params', 'batch_stats')
 
 Tree = dict[str, Any]
@@ -74,7 +75,7 @@ def save(fmt: str, model: Tree, directory: Path, settings: ml_collections.Config
   stored = encode(fmt, model, settings)
   if fmt == 'compressed':
     directory.mkdir(parents=True)
-    quantize.write_compressed(directory / COMPRESSED_FILE, stored)
+    container.write(directory / container.FILE, stored, coding='packed')
   else:
     # Outermost: orbax reports a failed write when the checkpointer closes.
     with checkpoints.writing(f'the {fmt} export in {directory}'), (
@@ -85,7 +86,7 @@ def save(fmt: str, model: Tree, directory: Path, settings: ml_collections.Config
 def load(fmt: str, directory: Path) -> Tree:
   """An export read back from disk and dequantised to float32."""
   if fmt == 'compressed':
-    stored = quantize.read_compressed(directory / COMPRESSED_FILE)
+    stored = container.read(directory / container.FILE)
   else:
     with ocp.StandardCheckpointer() as checkpointer:
       stored = checkpointer.restore(directory.absolute())

@@ -1,11 +1,16 @@
 """The compressed file: ANS streams at the entropy, int4 packing, exact decoding."""
 
+import pickle
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from compression_fixtures import tiny_params
+from conftest import REPO_ROOT
 from squeezenet_jax import checkpoints
 from squeezenet_jax import quantize
 from squeezenet_jax.compression import container
@@ -120,6 +125,22 @@ def test_bad_files_and_settings_are_user_errors(tmp_path, encoded):
     container.write(tmp_path / 'y', encoded['int8'], coding='huffman')
   with pytest.raises(UserError, match='raw_dtype'):
     container.write(tmp_path / 'y', encoded['int8'], raw_dtype='int8')
+
+
+def test_a_packed_file_needs_no_entropy_coder(tmp_path, encoded):
+  """The `compressed` export is written where constriction is not installed."""
+  path, pickled = tmp_path / 'p', tmp_path / 'tree.pickle'
+  pickled.write_bytes(pickle.dumps(encoded['shared']))
+  code = ('import sys; sys.modules["constriction"] = None\n'
+          'import pickle; from squeezenet_jax.compression import container\n'
+          f'tree = pickle.loads(open({str(pickled)!r}, "rb").read())\n'
+          f'container.write({str(path)!r}, tree, coding="packed")\n'
+          f'container.read({str(path)!r})\n'
+          'assert "squeezenet_jax.compression.entropy" not in sys.modules')
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  _assert_same_tree(container.read(path), encoded['shared'])
 
 
 @pytest.mark.parametrize('settings', [plan.Settings('prune', sparsity=0.5, end_step=4),

@@ -19,6 +19,7 @@ from squeezenet_jax import trained_run
 from squeezenet_jax import exports
 from squeezenet_jax import models
 from squeezenet_jax import quantize
+from squeezenet_jax.compression import container
 from squeezenet_jax import size_report
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
@@ -104,7 +105,7 @@ def test_an_export_rescored_from_disk_gives_the_reported_accuracy(run):
 def test_compressed_export_respects_the_prune_fraction(run):
   workdir, _, report = run
   fraction = report['export']['prune_fraction']
-  stored = quantize.read_compressed(workdir / 'exports' / 'compressed' / export.COMPRESSED_FILE)
+  stored = container.read(workdir / 'exports' / 'compressed' / container.FILE)
   kernels = [leaf for leaf in jax.tree.leaves(
       stored, is_leaf=lambda x: isinstance(x, quantize.SharedWeights))
              if isinstance(leaf, quantize.SharedWeights)]
@@ -251,7 +252,7 @@ def test_predict_names_the_exports_step_and_warns_when_training_went_on(run, tmp
 
 @pytest.mark.parametrize('fmt, damaged', [
     ('float32', 'ocdbt.process_0/d'), ('stablehlo', 'model.jax_exported'),
-    ('onnx', 'model.onnx'), ('compressed', 'model.dc.xz')])
+    ('onnx', 'model.onnx'), ('compressed', 'model.sqz')])
 def test_predict_on_a_truncated_export_is_one_error_naming_it(run, tmp_path, fmt, damaged):
   workdir = tmp_path / 'copy'
   shutil.copytree(run[0], workdir)

@@ -20,6 +20,7 @@ from typing import Any
 from flax import nnx
 import jax
 import jax.numpy as jnp
+from jax import lax
 import ml_collections
 
 from squeezenet_jax.errors import UserError
@@ -161,9 +162,13 @@ def _pool_padding(size: int, window: int, stride: int) -> int:
   return (out - 1) * stride + window - size
 
 
-def max_pool(x: jax.Array, *, ceil_mode: bool, window: int = 3,
-             stride: int = 2) -> jax.Array:
-  """3x3/2 max pool; ceil_mode pads with -inf (flax's pool init) like torch's ceil_mode=True."""
+def max_pool(x: jax.Array, *, ceil_mode: bool, window: int = 3, stride: int = 2,
+             train: bool = False) -> jax.Array:
+  """3x3/2 max pool; ceil_mode pads with -inf (flax's pool init) like torch's ceil_mode=True.
+
+  Training on CPU takes `window_max` (the same values, a cheaper gradient); everything
+  else, exports included, takes `nnx.max_pool`.
+  """
   height, width = x.shape[1:3]
   if min(height, width) < window:
     raise UserError(
@@ -174,8 +179,70 @@ def max_pool(x: jax.Array, *, ceil_mode: bool, window: int = 3,
     # ceil mode as an explicit -inf pad (what the pool's own padding would add) and a
     # VALID pool: exporters (jax2onnx) convert nnx.max_pool only with string padding.
     x = jnp.pad(x, ((0, 0), (0, pads[0]), (0, pads[1]), (0, 0)), constant_values=-jnp.inf)
+  if train and jax.default_backend() == 'cpu':
+    return window_max(x, window, stride)
   return nnx.max_pool(x, window_shape=(window, window), strides=(stride, stride),
                       padding='VALID')
+
+
+def _window_slices(x: jax.Array, window: int, stride: int):
+  """(row, column, x[:, row::stride, column::stride]) for each offset in the window."""
+  n, h, w, c = x.shape
+  oh, ow = (h - window) // stride + 1, (w - window) // stride + 1
+  for i in range(window):
+    for j in range(window):
+      yield i, j, lax.slice(x, (0, i, j, 0),
+                            (n, i + (oh - 1) * stride + 1, j + (ow - 1) * stride + 1, c),
+                            (1, stride, stride, 1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def window_max(x: jax.Array, window: int, stride: int) -> jax.Array:
+  """A VALID max pool (NHWC) as the maximum of the window's strided slices.
+
+  Its gradient goes, as `lax.reduce_window`'s does, to the first maximum of each
+  window in row-major order, but through elementwise selects and shifts: on XLA:CPU
+  reduce_window's gradient (select-and-scatter over index pairs) costs several times
+  the forward pass.
+  """
+  return functools.reduce(jnp.maximum, (s for *_, s in _window_slices(x, window, stride)))
+
+
+def _window_max_fwd(x, window, stride):
+  y = window_max(x, window, stride)
+  return y, (x, y)
+
+
+def _window_max_bwd(window, stride, residuals, g):
+  """Each window's cotangent to its first maximum, gathered per stride phase.
+
+  Input row r = stride * o + i (window offset i) lies in phase r % stride at o + i //
+  stride: each phase is a sum of shifted output-sized arrays, and the phases
+  interleave into the input's shape, all elementwise (no scatter, no strided pad).
+  """
+  x, y = residuals
+  n, h, w, c = x.shape
+  oh, ow = y.shape[1:3]
+  ph, pw = -(-h // stride), -(-w // stride)  # rows and columns of each phase
+  zero = jnp.zeros((), g.dtype)
+  unclaimed = jnp.ones(y.shape, bool)  # windows whose first maximum is not found yet
+  phases = {(pi, pj): jnp.zeros((n, ph, pw, c), g.dtype)
+            for pi in range(stride) for pj in range(stride)}
+  for i, j, s in _window_slices(x, window, stride):
+    first = unclaimed & (s == y)
+    unclaimed = unclaimed & ~first
+    di, dj = i // stride, j // stride
+    if ph - oh - di < 0 or pw - ow - dj < 0:
+      raise ValueError(f'window_max takes windows of at most 2 * stride, not {window}')
+    phases[i % stride, j % stride] += lax.pad(jnp.where(first, g, zero), zero, [
+        (0, 0, 0), (di, ph - oh - di, 0), (dj, pw - ow - dj, 0), (0, 0, 0)])
+  rows = [jnp.stack([phases[pi, pj] for pj in range(stride)], axis=3)
+          for pi in range(stride)]  # each (n, ph, pw, stride, c)
+  dx = jnp.stack(rows, axis=2).reshape(n, ph * stride, pw * stride, c)
+  return (dx[:, :h, :w],)
+
+
+window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
 def _bins(size: int, out: int) -> list[tuple[int, int]]:
@@ -335,11 +402,11 @@ class SqueezeNet(nnx.Module):
 
   def __call__(self, x: jax.Array, *, train: bool = False,
                rngs=None) -> jax.Array:
-    x = max_pool(self.conv1(x, train=train), ceil_mode=True)
+    x = max_pool(self.conv1(x, train=train), ceil_mode=True, train=train)
     for fire in _FIRES:
       x = getattr(self, f'fire{fire}')(x, train=train)
       if fire in self.pool_after:
-        x = max_pool(x, ceil_mode=True)
+        x = max_pool(x, ceil_mode=True, train=train)
     (key,) = _dropout_keys(rngs, 1) if train else (None,)
     x = _dropout(self.dropout, x, key, train)
     x = self.conv10(x, train=train)
@@ -389,7 +456,7 @@ class AlexNet(nnx.Module):
 
   def __call__(self, x: jax.Array, *, train: bool = False,
                rngs=None) -> jax.Array:
-    pool = functools.partial(max_pool, ceil_mode=self.ceil_mode)
+    pool = functools.partial(max_pool, ceil_mode=self.ceil_mode, train=train)
     x = pool(self.conv1(x, train=train))
     x = pool(self.conv2(x, train=train))
     for conv in (self.conv3, self.conv4, self.conv5):

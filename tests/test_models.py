@@ -222,3 +222,17 @@ def test_unknown_choices_are_user_errors(field, value):
 def test_unknown_dtype_is_user_error():
   with pytest.raises(UserError, match='float16'):
     abstract_model(make_config(dtype='float16'))
+
+
+@pytest.mark.parametrize('shape', [(2, 33, 33, 3), (3, 9, 9, 2), (1, 8, 10, 4)])
+def test_window_max_is_a_max_pool_with_its_gradient(shape):
+  """The training pool on CPU: reduce_window's values, and its gradient (to each
+  window's first maximum), also where ReLU zeros tie."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  x = x.at[0].set(jnp.maximum(x[0], 0.0))  # ties at zero
+  pool = lambda x: nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='VALID')
+  fast = lambda x: models.window_max(x, 3, 2)
+  np.testing.assert_array_equal(fast(x), pool(x))
+  cotangent = jax.random.normal(jax.random.key(1), pool(x).shape)
+  grad = lambda f: jax.vjp(f, x)[1](cotangent)[0]
+  np.testing.assert_allclose(grad(fast), grad(pool), rtol=1e-6, atol=1e-6)

@@ -31,6 +31,7 @@ from ml_collections import config_flags
 
 from benchmarks import torch_reference
 from squeezenet_jax import accounting
+from squeezenet_jax import runtime
 from squeezenet_jax.training import setup
 from squeezenet_jax.training import steps
 
@@ -255,7 +256,8 @@ def host_fields() -> dict[str, Any]:
           'cpu_family': info.get('cpu family'), 'cpu_model_number': info.get('model'),
           'cpu_count': os.cpu_count(), 'cpus_usable': _usable_cpus(),
           'load_average_1m': _load_average(),
-          'python_version': platform.python_version()}
+          'python_version': platform.python_version(),
+          'xla_flags': os.environ.get('XLA_FLAGS', '')}
 
 
 def _usable_cpus() -> int | None:
@@ -342,6 +344,8 @@ def main(argv):
   config = _CONFIG.value
   if _STEPS.value:
     config.data.limit = _STEPS.value * config.batch_size
+  # As main.py trains: on CPU one single-threaded device per core (XLA_FLAGS chooses).
+  runtime.cpu_devices((config.batch_size, config.eval_batch_size))
   stamp = {'command': ' '.join(['python -m benchmarks.benchmark'] + sys.argv[1:]),
            'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
 

@@ -4,6 +4,7 @@ import logging as std_logging
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 
 import jax
 from absl import logging
@@ -48,23 +49,57 @@ def quiet_third_party_logs() -> None:
 
 
 def setup(coordinator_address: str | None = None, num_processes: int | None = None,
-          process_id: int | None = None, verbose: bool = False) -> None:
-  """Logs, the compilation cache and, when configured, jax.distributed.
+          process_id: int | None = None, verbose: bool = False,
+          batch_sizes: Sequence[int] | None = None) -> None:
+  """Logs, the compilation cache, CPU devices and, when configured, jax.distributed.
 
   INFO logs come from this package only unless `verbose` (the user gave --verbosity);
   compiled programs are cached across runs and resumes. Multi-process runs start when
   a coordinator is given by flag or by $JAX_COORDINATOR_ADDRESS (with
-  $JAX_NUM_PROCESSES and $JAX_PROCESS_ID).
+  $JAX_NUM_PROCESSES and $JAX_PROCESS_ID). `batch_sizes`: what a data-parallel
+  command's device count must divide (`cpu_devices`); None leaves the devices as JAX
+  makes them (a command on one device, e.g. predict).
   """
   if not verbose:
     logging.set_verbosity(logging.INFO)
     quiet_third_party_logs()
+  if batch_sizes is not None and not (coordinator_address
+                                      or os.environ.get('JAX_COORDINATOR_ADDRESS')):
+    cpu_devices(batch_sizes)
   cache_root = os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache'))
   jax.config.update('jax_compilation_cache_dir',
                     os.environ.get('JAX_COMPILATION_CACHE_DIR',
                                    os.path.join(cache_root, 'squeezenet_jax', 'jax_cache')))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
   _maybe_initialize_distributed(coordinator_address, num_processes, process_id)
+
+
+def cpu_devices(batch_sizes: Sequence[int]) -> int | None:
+  """On a machine without an accelerator: one JAX device per usable core, each running
+  its ops on one thread; returns the count it set, or None where it set nothing.
+
+  XLA:CPU splits each op of a step across its thread pool, which for SqueezeNet's
+  small ops scales poorly past one core; devices instead run their share of the batch
+  side by side (the `data` mesh axis), which is the same computation (tests: 4
+  devices equal 1). The count is the most cores that divide every batch size. Nothing
+  is set where XLA_FLAGS already chooses the host device count or threading, or
+  JAX_PLATFORMS names another platform. docs/cpu.md has the measurements.
+  """
+  xla_flags = os.environ.get('XLA_FLAGS', '')
+  platforms = os.environ.get('JAX_PLATFORMS', '')
+  if (_has_accelerator() or platforms not in ('', 'cpu')
+      or 'xla_force_host_platform_device_count' in xla_flags
+      or 'xla_cpu_multi_thread_eigen' in xla_flags):
+    return None
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  count = max(n for n in range(1, (cores or 1) + 1)
+              if all(size % n == 0 for size in batch_sizes))
+  if count > 1:
+    jax.config.update('jax_num_cpu_devices', count)
+    os.environ['XLA_FLAGS'] = f'{xla_flags} --xla_cpu_multi_thread_eigen=false'.strip()
+    logging.info('CPU: %d devices of one thread each, one per core (XLA_FLAGS='
+                 '--xla_force_host_platform_device_count=N chooses another count)', count)
+  return count
 
 
 def _maybe_initialize_distributed(coordinator_address, num_processes, process_id) -> None:

@@ -224,6 +224,8 @@ def _help(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  from squeezenet_jax import host  # pylint: disable=g-import-not-at-top
+  host.with_huge_pages()  # first: it runs this command again with glibc's tunable
   _argv = with_home_expanded(sys.argv)
   if any(a in HELP_ARGS for a in _argv[1:]):
     _help(_argv)

@@ -374,4 +374,6 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
 
 
 if __name__ == '__main__':
+  from squeezenet_jax import host  # pylint: disable=g-import-not-at-top
+  host.with_huge_pages()  # as main.py: huge pages for malloc on CPU
   app.run(main)

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import jax
 from absl import logging
 
+from squeezenet_jax import host
+
 # Where third-party log records come from. By default none show but critical ones: their
 # INFO lines drown the training log, their warnings (orbax on read-only restores, optax
 # on schedules) are nothing a user can act on, and their errors (a failed checkpoint
@@ -87,7 +89,7 @@ def cpu_devices(batch_sizes: Sequence[int]) -> int | None:
   """
   xla_flags = os.environ.get('XLA_FLAGS', '')
   platforms = os.environ.get('JAX_PLATFORMS', '')
-  if (_has_accelerator() or platforms not in ('', 'cpu')
+  if (host.has_accelerator() or platforms not in ('', 'cpu')
       or 'xla_force_host_platform_device_count' in xla_flags
       or 'xla_cpu_multi_thread_eigen' in xla_flags):
     return None
@@ -109,17 +111,10 @@ def _maybe_initialize_distributed(coordinator_address, num_processes, process_id
   env_int = lambda name: int(os.environ[name]) if name in os.environ else None
   num_processes = num_processes if num_processes is not None else env_int('JAX_NUM_PROCESSES')
   process_id = process_id if process_id is not None else env_int('JAX_PROCESS_ID')
-  if jax.config.jax_platforms in (None, '', 'cpu') and not _has_accelerator():
+  if jax.config.jax_platforms in (None, '', 'cpu') and not host.has_accelerator():
     # CPU processes need a collectives backend to all-reduce across processes.
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address, num_processes=num_processes,
                              process_id=process_id)
   logging.info('Process %d of %d; %d local / %d global devices', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
-
-
-def _has_accelerator() -> bool:
-  """Whether a GPU/TPU plugin is installed, without initialising any backend."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  return any(importlib.util.find_spec(name) is not None
-             for name in ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'libtpu'))

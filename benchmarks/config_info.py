@@ -6,15 +6,14 @@
 prints one JSON list: per request `{"config": <resolved config>, "macs", "params"}`,
 plus for sweeps `"points": [{"name", "overrides", "config", "macs", "params"}]`. The
 command-line overrides are parsed as `main.py` parses them (an ml-collections config
-flag); sweep points come from the file's `get_sweep()`, as `--mode=sweep` reads them;
+flag); sweep points, their names and configs come from `squeezenet_jax.sweeps`, as
+`--mode=sweep` makes them;
 MACs per image and parameters are `--mode=summary`'s (`accounting.summarize`), for
 every config in one process. `benchmarks/reproduce.py` runs it in a subprocess, so
 that it imports none of the package itself.
 """
 
 import copy
-import functools
-import importlib.util
 import json
 import sys
 from typing import Any
@@ -23,6 +22,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from squeezenet_jax import accounting
+from squeezenet_jax import config_utils
+from squeezenet_jax import sweeps
 
 
 def resolve(config_file: str, args: list[str]):
@@ -35,24 +36,13 @@ def resolve(config_file: str, args: list[str]):
   return flag_values.config
 
 
-def sweep_overrides(config_file: str) -> list[dict[str, Any]]:
-  spec = importlib.util.spec_from_file_location('sweep_config', config_file.split(':', 1)[0])
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return list(module.get_sweep())
-
-
 def point_config(config, overrides: dict[str, Any]):
+  """The sweep point's config: `config` with the point's overrides, as --mode=sweep sets them."""
   point = copy.deepcopy(config)
   for field, value in overrides.items():
-    if field != 'name':
-      *parents, leaf = field.split('.')
-      setattr(functools.reduce(getattr, parents, point), leaf, value)
+    if field != sweeps.NAME_KEY:
+      config_utils.set_field(point, field, value, 'a sweep point')
   return point
-
-
-def point_name(overrides: dict[str, Any]) -> str:
-  return str(overrides.get('name') or ','.join(f'{k}={v}' for k, v in overrides.items()))
 
 
 def sized(config) -> dict[str, Any]:
@@ -66,8 +56,9 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
   config = resolve(request['config'], request.get('args', []))
   info = sized(config)
   if request.get('sweep'):
-    info['points'] = [{'name': point_name(o), 'overrides': o, **sized(point_config(config, o))}
-                      for o in sweep_overrides(request['config'])]
+    info['points'] = [
+        {'name': sweeps.point_name(o), 'overrides': o, **sized(point_config(config, o))}
+        for o in sweeps.load_sweep(request['config'])]
   return info
 
 

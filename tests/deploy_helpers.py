@@ -14,7 +14,9 @@ from flax import nnx
 from squeezenet_jax import models
 from squeezenet_jax.data import augment
 
-CIFAR10_JPEG_TRAIN = Path('/work/shared/data/cifar10-jpeg-train.tar.xz')
+# The shared folder beside the repository holds CIFAR-10's training split as JPEGs.
+CIFAR10_JPEG_TRAIN = (Path(__file__).resolve().parents[2] / 'shared' / 'data'
+                      / 'cifar10-jpeg-train.tar.xz')
 
 
 def random_model(config, seed: int = 0) -> dict:

@@ -97,11 +97,11 @@ def test_folder_reads_archives_like_directories(tmp_path, mode, suffix, prefix):
 
 
 def _shared_archive():
-  repo = pathlib.Path(__file__).resolve().parents[1]
-  for data in (repo.parent / 'shared' / 'data', pathlib.Path('/work/shared/data')):
-    if (data / _SHARED_ARCHIVE).exists():
-      return data / _SHARED_ARCHIVE
-  pytest.skip(f'{_SHARED_ARCHIVE} not found')
+  # The shared folder beside the repository.
+  archive = pathlib.Path(__file__).resolve().parents[2].parent / 'shared' / 'data' / _SHARED_ARCHIVE
+  if not archive.exists():
+    pytest.skip(f'{archive} not found')
+  return archive
 
 
 @pytest.fixture(scope='module')

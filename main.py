@@ -15,7 +15,6 @@ Every config field and its value: add `--print_config`, e.g. `python main.py
 """
 
 import os
-import re
 import sys
 
 from absl import app
@@ -86,7 +85,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
           'flags.', file=sys.stderr)
     sys.exit(1)
   except (AttributeError, KeyError) as e:  # ml-collections: a field the config lacks
-    _fail(unknown_field_message(e, argv), 2)
+    from squeezenet_jax import config_utils  # pylint: disable=g-import-not-at-top
+    _fail(config_utils.unknown_field_message(e, argv), 2)
   if _MODE.value not in RUN_MODES:
     unknown = [arg for arg in rest[1:] if arg.startswith('-')]
     if unknown:
@@ -95,17 +95,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
             'or --helpfull to see help on flags.', file=sys.stderr)
       sys.exit(1)
   return rest
-
-
-def unknown_field_message(error: Exception, argv: list[str]) -> str:
-  """ml-collections' `'bypas' ... Did you mean "bypass"` as one line naming the argument."""
-  names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(error).replace('\\n', ' '))
-  field = names[0] if names else '?'
-  arg = next((a.split('=', 1)[0] for a in argv if a.startswith(('--config.', '--noconfig.'))
-              and field in a.split('=', 1)[0].split('.')), f'--config...{field}')
-  close = re.search(r'Did you mean "([^"]+)"', str(error))
-  hint = f' (did you mean {close.group(1)}?)' if close else ''
-  return f'{arg}: the config has no field {field}{hint}; --print_config lists them'
 
 
 def _config(mode: str, workdir: str | None, args: list[str]):

@@ -6,6 +6,7 @@ plotting library.
 
 import difflib
 import itertools
+import re
 from typing import Any, Mapping, Sequence
 
 import ml_collections
@@ -58,3 +59,14 @@ def product(axes: Mapping[str, Sequence[Any]] | None = None, /,
   """
   axes = {**(axes or {}), **more}
   return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def unknown_field_message(error: Exception, argv: Sequence[str]) -> str:
+  """ml-collections' `'bypas' ... Did you mean "bypass"` as one line naming the argument."""
+  names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(error).replace('\\n', ' '))
+  field = names[0] if names else '?'
+  arg = next((a.split('=', 1)[0] for a in argv if a.startswith(('--config.', '--noconfig.'))
+              and field in a.split('=', 1)[0].split('.')), f'--config...{field}')
+  close = re.search(r'Did you mean "([^"]+)"', str(error))
+  hint = f' (did you mean {close.group(1)}?)' if close else ''
+  return f'{arg}: the config has no field {field}{hint}; --print_config lists them'

@@ -46,8 +46,7 @@ def parse_args(workdir: str, args: Sequence[str]) -> tuple[dict[str, Any], list[
   except flags.Error as e:
     raise UserError(errors.first_line(e)) from None
   except (AttributeError, KeyError) as e:  # ml-collections: an unknown field
-    raise UserError(f'unknown config field in {" ".join(args)}: '
-                    f'{errors.first_line(e).strip(chr(39) + chr(34))}') from None
+    raise UserError(config_utils.unknown_field_message(e, argv)) from None
   return config_flags.get_override_values(flag_values['config']), rest[1:]
 
 

@@ -109,8 +109,8 @@ def _train_epochs(trainer: setup.Trainer, checkpointer: checkpoints.Checkpointer
       with _maybe_profile(config, epoch, workdir):
         trainer.state, epoch_metrics = epoch_fn(
             trainer.state, images, labels,
-            **progress.epoch_kwargs(epoch_fn, epoch, config.num_epochs, steps,
-                                    config.batch_size))
+            on_step=progress.EpochProgress(epoch, config.num_epochs, steps,
+                                           config.batch_size))
         epoch_metrics = {k: float(v) for k, v in sharding.to_host(epoch_metrics).items()}
       seconds.append(time.perf_counter() - start)
       _check_finite(epoch, epoch_metrics, checkpointer)

@@ -12,8 +12,6 @@ from typing import Any
 import jax
 from absl import logging
 
-from squeezenet_jax.training import steps as steps_lib
-
 INTERVAL_SECONDS = 10.0
 
 
@@ -24,7 +22,8 @@ def format_seconds(seconds: float) -> str:
 
 
 class EpochProgress:
-  """`on_step` of a stepped epoch: a progress line at most every INTERVAL_SECONDS."""
+  """An epoch's `on_step`: a progress line at most every INTERVAL_SECONDS (a scanned
+  epoch never calls it)."""
 
   def __init__(self, epoch: int, num_epochs: int, steps: int, batch_size: int):
     self._epoch, self._num_epochs = epoch, num_epochs
@@ -42,14 +41,6 @@ class EpochProgress:
     logging.info('epoch %d/%d  step %d/%d (%d%%)  %.0f img/s  epoch eta %s', self._epoch,
                  self._num_epochs, step, self._steps, 100 * step // self._steps, rate,
                  format_seconds(eta))
-
-
-def epoch_kwargs(epoch_fn, epoch: int, num_epochs: int, steps: int,
-                 batch_size: int) -> dict[str, Any]:
-  """Extra arguments of the epoch function: a progress callback where it takes one."""
-  if isinstance(epoch_fn, steps_lib.SteppedEpoch):
-    return {'on_step': EpochProgress(epoch, num_epochs, steps, batch_size)}
-  return {}
 
 
 def log_epoch(config, epoch: int, step: int, metrics: dict[str, float],

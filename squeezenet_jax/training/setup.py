@@ -182,7 +182,7 @@ class Trainer:
     self.optimizer = optim.make_optimizer(config, self.steps_per_epoch)
     if fine_tune is None:
       self.graphdef, variables = init_model(config)
-      train_graphdef, aux, transform = self.graphdef, None, None
+      train_graphdef, aux, transform = self.graphdef, None, steps_lib.IDENTITY
       root = rng.root_key(config.seed)
     else:
       self.graphdef = train_graphdef = fine_tune.graphdef
@@ -198,7 +198,8 @@ class Trainer:
     self.scorer = Scorer(config, self.graphdef, dataset, self.mesh)
     self._train_step = steps_lib.make_train_step(train_graphdef, self.optimizer.tx, config,
                                                  transform)
-    self._to_params = jax.jit(transform.to_params) if transform else None
+    self._to_params = (None if transform is steps_lib.IDENTITY
+                       else jax.jit(transform.to_params))
     self.compile_seconds = 0.0  # set by compile_epoch
 
   @property
@@ -222,26 +223,12 @@ class Trainer:
 
   def compile_epoch(self, images: jax.Array, labels: jax.Array):
     """Compiles the epoch ahead of time; returns (epoch function, seconds compiling)."""
-    steps, batch_size = self.steps_per_epoch, self.config.batch_size
-    replicated = sharding.replicated(self.mesh)
     logging.info('Compiling the train epoch (%d steps of %d) ...',
-                 steps, batch_size)
+                 self.steps_per_epoch, self.config.batch_size)
     start = time.perf_counter()
-    if steps_lib.resolve_epoch_loop(self.config) == 'scan':
-      epoch = jax.jit(steps_lib.make_train_epoch(self._train_step, self.mesh, steps,
-                                                 batch_size),
-                      donate_argnums=0, out_shardings=(self.state_sharding, replicated)
-                      ).lower(self.state, images, labels).compile()
-    else:
-      batches = jax.jit(
-          lambda root, epoch: steps_lib.epoch_batches(root, epoch, images.shape[0], steps,
-                                                      batch_size),
-          out_shardings=sharding.batch_sharded(self.mesh, 1))
-      first = batches(self.state.rng, 0)[0]
-      step = jax.jit(steps_lib.make_indexed_step(self._train_step, self.mesh),
-                     donate_argnums=0, out_shardings=(self.state_sharding, replicated)
-                     ).lower(self.state, images, labels, first).compile()
-      epoch = steps_lib.SteppedEpoch(step, batches, steps, batch_size)
+    epoch = steps_lib.compile_epoch(self._train_step, self.config, self.mesh, self.state,
+                                    self.state_sharding, images, labels,
+                                    self.steps_per_epoch)
     self.compile_seconds = time.perf_counter() - start
     return epoch, self.compile_seconds
 

@@ -66,6 +66,10 @@ class ParamTransform(NamedTuple):
   after_update: Callable[[Any, Any, jax.Array], tuple[Any, Any]]
 
 
+# Plain training: the params are what the model runs with, and nothing follows an update.
+IDENTITY = ParamTransform(lambda params, aux: params, lambda params, aux, step: (params, aux))
+
+
 @dataclasses.dataclass(frozen=True)
 class DeviceSplit:
   """A split on the device, padded and batched for evaluation: (batches, batch, ...)."""
@@ -89,7 +93,7 @@ def _normalizer(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     config: ml_collections.ConfigDict,
-                    transform: ParamTransform | None = None) -> Callable:
+                    transform: ParamTransform = IDENTITY) -> Callable:
   """One SGD step on a uint8 batch: augment, normalise, forward, backward, update.
 
   Besides loss and correct predictions it reports the global norms of the gradient,
@@ -98,7 +102,6 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   trained and the model runs with `transform.to_params(state.params, state.aux)`.
   """
   normalize = _normalizer(config)
-  to_params = transform.to_params if transform else lambda params, aux: params
 
   def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
     aug_key, dropout_key = rng.step_keys(state.rng, state.step)
@@ -108,7 +111,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
     def loss_fn(params, batch_stats):
       # copy=True: fresh Variables at this trace level, so BatchNorm may update them.
-      model = nnx.merge(graphdef, to_params(params, state.aux), batch_stats, copy=True)
+      model = nnx.merge(graphdef, transform.to_params(params, state.aux), batch_stats,
+                        copy=True)
       logits = model(x, train=True, rngs=dropout_key)
       loss = cross_entropy(logits, labels, config.label_smoothing).mean()
       return loss, (logits, nnx.state(model, nnx.BatchStat))
@@ -116,10 +120,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    aux = state.aux
-    if transform:
-      params, aux = transform.after_update(params, aux, state.step + 1)
+    params, aux = transform.after_update(optax.apply_updates(state.params, updates),
+                                         state.aux, state.step + 1)
     state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                           opt_state=opt_state, aux=aux)
     return state, {'loss': loss, 'correct': jnp.sum(jnp.argmax(logits, -1) == labels),
@@ -171,8 +173,8 @@ def make_indexed_step(train_step: Callable, mesh: jax.sharding.Mesh) -> Callable
   return step_on
 
 
-def make_train_epoch(train_step: Callable, mesh: jax.sharding.Mesh, steps: int,
-                     batch_size: int) -> Callable:
+def make_scanned_epoch(train_step: Callable, mesh: jax.sharding.Mesh, steps: int,
+                       batch_size: int) -> Callable:
   """A whole epoch as one program: shuffle, then `lax.scan` the step over its batches."""
   step_on = make_indexed_step(train_step, mesh)
 
@@ -184,6 +186,22 @@ def make_train_epoch(train_step: Callable, mesh: jax.sharding.Mesh, steps: int,
     return state, epoch_summary(step_metrics, steps * batch_size)
 
   return train_epoch
+
+
+OnStep = Callable[[int, TrainState], None]
+
+
+class ScannedEpoch:
+  """The compiled scanned epoch, called like a `SteppedEpoch`: one program, no steps to
+  report, so `on_step` is never called."""
+
+  def __init__(self, compiled):
+    self._compiled = compiled
+
+  def __call__(self, state: TrainState, images: jax.Array, labels: jax.Array,
+               on_step: OnStep | None = None):
+    del on_step
+    return self._compiled(state, images, labels)
 
 
 class SteppedEpoch:
@@ -199,7 +217,7 @@ class SteppedEpoch:
     self._steps, self._batch_size = steps, batch_size
 
   def __call__(self, state: TrainState, images: jax.Array, labels: jax.Array,
-               on_step: Callable[[int, TrainState], None] | None = None):
+               on_step: OnStep | None = None):
     batches = self._batches(state.rng, state.step // self._steps)
     per_step = []
     for i in range(self._steps):
@@ -211,16 +229,38 @@ class SteppedEpoch:
     return state, epoch_summary(stacked, self._steps * self._batch_size)
 
 
+def compile_epoch(train_step: Callable, config: ml_collections.ConfigDict,
+                  mesh: jax.sharding.Mesh, state: TrainState, state_sharding: Any,
+                  images: jax.Array, labels: jax.Array, steps: int
+                  ) -> ScannedEpoch | SteppedEpoch:
+  """The epoch `resolve_epoch_loop` picks, compiled ahead of time for these arguments."""
+  batch_size = config.batch_size
+  out_shardings = (state_sharding, sharding.replicated(mesh))
+  if resolve_epoch_loop(config) == 'scan':
+    return ScannedEpoch(jax.jit(make_scanned_epoch(train_step, mesh, steps, batch_size),
+                                donate_argnums=0, out_shardings=out_shardings
+                                ).lower(state, images, labels).compile())
+  batches = jax.jit(
+      lambda root, epoch: epoch_batches(root, epoch, images.shape[0], steps, batch_size),
+      out_shardings=sharding.batch_sharded(mesh, 1))
+  first = batches(state.rng, 0)[0]
+  step = jax.jit(make_indexed_step(train_step, mesh), donate_argnums=0,
+                 out_shardings=out_shardings).lower(state, images, labels, first).compile()
+  return SteppedEpoch(step, batches, steps, batch_size)
+
+
 def make_eval_logits(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict) -> Callable:
-  """Inference logits on a uint8 batch; `tta` averages with the mirrored images."""
+  """Inference logits on a uint8 batch; `tta` averages over `augment.tta_views`."""
   normalize = _normalizer(config)
+  translate = config.eval_tta_translate
 
   def eval_logits(params, batch_stats, images, tta: bool = False):
     model = nnx.merge(graphdef, params, batch_stats)
-    logits = model(normalize(images), train=False)
-    if tta:
-      logits = (logits + model(normalize(augment.flip_horizontal(images)), train=False)) / 2
-    return logits.astype(jnp.float32)
+    if not tta:
+      return model(normalize(images), train=False).astype(jnp.float32)
+    logits = sum(weight * model(normalize(view), train=False).astype(jnp.float32)
+                 for weight, view in augment.tta_views(images, translate))
+    return logits
 
   return eval_logits
 

@@ -54,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 5e-4
   config.label_smoothing = 0.1
   config.warmup_epochs = 1.0
+  config.lr_schedule = 'cosine'  # decay after warmup: cosine | linear (to zero at the end)
   config.num_epochs = 30
   config.batch_size = 512  # global, split over all devices on the `data` mesh axis
   config.eval_batch_size = 1000
@@ -64,6 +65,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.eval_every_epochs = 1
   config.eval_tta = False  # validation also scores mirrored images and averages logits
+  # > 0: the TTA also scores both views shifted this many pixels (airbench's multi-crop)
+  config.eval_tta_translate = 0
   config.checkpoint_every_epochs = 1
   config.max_to_keep = 3
   config.profile_epoch = 0  # > 0: write a jax.profiler trace of this epoch to workdir/profile

@@ -25,7 +25,7 @@ from squeezenet_jax.data import dataset as dataset_lib
 from squeezenet_jax.errors import UserError
 
 # The modes on a trained run, and the config fields (groups end in '.') each may set.
-MODE_GROUPS = {'eval': ('data.', 'eval_batch_size'),
+MODE_GROUPS = {'eval': ('data.', 'eval_batch_size', 'eval_tta_translate'),
                'export': ('data.', 'eval_batch_size', 'export.'),
                'compress': ('data.', 'eval_batch_size', 'compress.'),
                'predict': ('data.', 'eval_batch_size')}

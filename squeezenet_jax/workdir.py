@@ -37,7 +37,7 @@ _LOCK_POLL_SECONDS = 0.2
 # what it trains: a resumed run may change them freely.
 _OBSERVATION_FIELDS = ('eval_every_epochs', 'checkpoint_every_epochs', 'max_to_keep',
                        'eval_batch_size', 'data.cache_dir', 'data.tfds_data_dir',
-                       'data.eval_split', 'eval_tta', 'epoch_loop', 'profile_epoch',
+                       'data.eval_split', 'eval_tta', 'eval_tta_translate', 'epoch_loop', 'profile_epoch',
                        'export.', 'compress.')
 
 

@@ -210,8 +210,15 @@ def test_eval_keeps_training_results_and_tta_gets_its_own_keys(tmp_path):
   from squeezenet_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
   evaluate.run(str(tmp_path), trained_run.config_for(str(tmp_path), 'eval', {'data.eval_split': 'test'}))
   evaluate.run(str(tmp_path), trained_run.config_for(str(tmp_path), 'eval', {'data.eval_split': 'validation'}), tta=True)
+  mirrored = json.loads((tmp_path / 'results.json').read_text())['val_loss_tta']
   rerun = loop.train_and_evaluate(config, str(tmp_path))  # finished: nothing to do
   assert {'test_accuracy', 'test_loss', 'val_accuracy_tta', 'val_loss_tta'} <= rerun.keys()
+  # Shifted views as well: a different score under the same keys.
+  evaluate.run(str(tmp_path), trained_run.config_for(
+      str(tmp_path), 'eval', {'data.eval_split': 'validation', 'eval_tta_translate': 1}), tta=True)
+  multi_crop = json.loads((tmp_path / 'results.json').read_text())['val_loss_tta']
+  assert np.isfinite(multi_crop) and multi_crop != pytest.approx(mirrored, rel=1e-6)
+  rerun = loop.train_and_evaluate(config, str(tmp_path))
   assert rerun['val_loss'] == pytest.approx(trained['val_loss'])
   assert json.loads((tmp_path / 'results.json').read_text()) == rerun
 

@@ -57,6 +57,27 @@ def flip_horizontal(images: jax.Array) -> jax.Array:
   return images[:, :, ::-1, :]
 
 
+def tta_views(images: jax.Array, translate: int = 0) -> list[tuple[float, jax.Array]]:
+  """(weight, batch) views whose weighted logits make test-time augmentation.
+
+  The images and their mirrors; with `translate`, airbench's multi-crop: the mirrored
+  pair at half weight, plus both shifted `translate` pixels up-left and down-right
+  (edges reflected) at a quarter each.
+  """
+  def mirrored_pair(x):
+    return [x, flip_horizontal(x)]
+
+  if not translate:
+    return [(0.5, view) for view in mirrored_pair(images)]
+  n = translate
+  padded = jnp.pad(images, ((0, 0), (n, n), (n, n), (0, 0)), mode='reflect')
+  height, width = images.shape[1:3]
+  up_left = padded[:, :height, :width]
+  down_right = padded[:, 2 * n:, 2 * n:]
+  return ([(0.25, view) for view in mirrored_pair(images)]
+          + [(0.125, view) for view in mirrored_pair(up_left) + mirrored_pair(down_right)])
+
+
 def normalize(images: jax.Array, dtype=jnp.float32, mean=CIFAR10_MEAN,
               std=CIFAR10_STD) -> jax.Array:
   """uint8 images to zero-mean, unit-variance per channel `dtype` values."""

@@ -69,6 +69,7 @@ def stage_config(config: ml_collections.ConfigDict, name: str) -> ml_collections
   tuned = ml_collections.ConfigDict(config.to_dict())
   for field, stage_field in _RECIPE.items():
     tuned[field] = config.compress[name][stage_field]
+  tuned.lr_schedule = 'cosine'
   return tuned
 
 

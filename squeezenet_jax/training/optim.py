@@ -11,13 +11,23 @@ from squeezenet_jax.errors import UserError
 OPTIMIZERS = ('sgd', 'adamw')
 
 
+SCHEDULES = ('cosine', 'linear')
+
+
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
-  """Linear warmup then cosine decay to zero, over the whole run."""
+  """Linear warmup, then cosine or linear (triangular) decay to zero over the run."""
   total_steps = max(1, int(config.num_epochs * steps_per_epoch))
-  warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1)
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=config.learning_rate,
-      warmup_steps=max(0, warmup_steps), decay_steps=total_steps, end_value=0.0)
+  warmup_steps = max(0, min(int(config.warmup_epochs * steps_per_epoch), total_steps - 1))
+  if config.lr_schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate,
+        warmup_steps=warmup_steps, decay_steps=total_steps, end_value=0.0)
+  if config.lr_schedule == 'linear':
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, config.learning_rate, warmup_steps),
+         optax.linear_schedule(config.learning_rate, 0.0, total_steps - warmup_steps)],
+        [warmup_steps])
+  raise UserError(f'unknown lr_schedule {config.lr_schedule!r}; choose one of {SCHEDULES}')
 
 
 def _decay_mask(params):

@@ -97,3 +97,24 @@ def test_normalize(dtype):
   white = augment.normalize(jnp.full((1, 1, 1, 3), 255, jnp.uint8), jnp.float32)
   expected = (255 - np.array(augment.CIFAR10_MEAN)) / np.array(augment.CIFAR10_STD)
   np.testing.assert_allclose(white[0, 0, 0], expected, rtol=1e-5)
+
+
+def test_tta_views_without_translate_are_the_images_and_their_mirrors():
+  images = _coordinate_images(2)
+  views = augment.tta_views(jnp.asarray(images))
+  assert [w for w, _ in views] == [0.5, 0.5]
+  np.testing.assert_array_equal(views[0][1], images)
+  np.testing.assert_array_equal(views[1][1], images[:, :, ::-1])
+
+
+def test_tta_translate_adds_shifted_pairs_with_weights_summing_to_one():
+  images = _coordinate_images(2)
+  views = augment.tta_views(jnp.asarray(images), translate=1)
+  assert len(views) == 6 and sum(w for w, _ in views) == pytest.approx(1.0)
+  up_left, down_right = np.asarray(views[2][1]), np.asarray(views[4][1])
+  assert up_left.shape == down_right.shape == images.shape
+  # Shifted by one pixel each way; the new edge row/column is the reflected neighbour.
+  np.testing.assert_array_equal(up_left[:, 1:, 1:], images[:, :-1, :-1])
+  np.testing.assert_array_equal(up_left[:, 0, 1:], images[:, 1, :-1])
+  np.testing.assert_array_equal(down_right[:, :-1, :-1], images[:, 1:, 1:])
+  np.testing.assert_array_equal(views[3][1], up_left[:, :, ::-1])

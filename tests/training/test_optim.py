@@ -1,0 +1,40 @@
+"""Tests for optim: the learning-rate schedules' shape, and a bad choice refused."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from squeezenet_jax.errors import UserError
+from squeezenet_jax.training import optim
+
+
+def _config(schedule, warmup_epochs=1.0):
+  return ml_collections.ConfigDict({'num_epochs': 10, 'warmup_epochs': warmup_epochs,
+                                    'learning_rate': 0.4, 'lr_schedule': schedule})
+
+
+@pytest.mark.parametrize('schedule', optim.SCHEDULES)
+def test_schedules_warm_up_to_the_peak_and_end_at_zero(schedule):
+  lr = optim.make_schedule(_config(schedule), steps_per_epoch=10)
+  assert float(lr(0)) == 0.0
+  np.testing.assert_allclose(float(lr(5)), 0.2, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(10)), 0.4, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(100)), 0.0, atol=1e-7)
+
+
+def test_linear_decays_linearly_and_cosine_stays_above_it():
+  linear = optim.make_schedule(_config('linear'), steps_per_epoch=10)
+  cosine = optim.make_schedule(_config('cosine', warmup_epochs=0.0), steps_per_epoch=10)
+  np.testing.assert_allclose(float(linear(55)), 0.2, rtol=1e-6)  # halfway down 10..100
+  np.testing.assert_allclose(float(cosine(50)), 0.2, rtol=1e-6)
+  assert float(cosine(25)) > 0.3
+
+
+def test_linear_without_warmup_starts_at_the_peak():
+  lr = optim.make_schedule(_config('linear', warmup_epochs=0.0), steps_per_epoch=10)
+  np.testing.assert_allclose(float(lr(0)), 0.4, rtol=1e-6)
+
+
+def test_unknown_schedule_is_a_user_error():
+  with pytest.raises(UserError, match='lr_schedule'):
+    optim.make_schedule(_config('step'), steps_per_epoch=10)

@@ -208,7 +208,7 @@ def write_classes(workdir: str | os.PathLike, class_names) -> None:
 
 
 def read_classes(workdir: str | os.PathLike) -> list[str] | None:
-  """The class names of the run in `workdir`, or None for runs trained before they were kept."""
+  """The class names of the run in `workdir` (None where training has not written them)."""
   path = Path(workdir) / CLASSES_FILE
   if not path.exists():
     return None

@@ -99,14 +99,8 @@ def _stablehlo_path(workdir: str) -> Path:
 
 
 def class_names(workdir: str) -> list[str] | None:
-  """classes.json (written by training); for older runs, the names the exports carry."""
-  names = workdir_lib.read_classes(workdir)
-  if names is None and _onnx_path(workdir, 'onnx').is_file():
-    with errors.reading(_onnx_path(workdir, 'onnx'), 'an ONNX model', _export_again(workdir)):
-      names = onnx_export.class_names(_onnx_path(workdir, 'onnx'))
-  if names is None and _stablehlo_path(workdir).is_file():
-    names = stablehlo_export.read_metadata(_stablehlo_path(workdir)).get('class_names')
-  return names
+  """The names the run's labels index (classes.json, written by training)."""
+  return workdir_lib.read_classes(workdir)
 
 
 def _compress():

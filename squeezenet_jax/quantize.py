@@ -5,8 +5,10 @@ only the conv/dense kernels, which hold all but a few thousand of the parameters
 biases and BatchNorm vectors stay float32, where rounding them would cost accuracy
 for no measurable saving.
 
-- int8: symmetric per-output-channel quantisation, q = round(w / s) with
-  s = max|w| / 127 over each last-axis channel (Krishnamoorthi 2018).
+- int8 (and int4): symmetric per-output-channel codes, q = round(w / s) with
+  s = max|w| / (2**(bits-1) - 0.5) over each last-axis channel, clipped to the
+  signed range: qwix's formula (so the top bucket is used fully), and the one
+  encoder of every int8/int4 file, post-training or after quantization-aware training.
 - Deep Compression (Han et al. 2016): magnitude pruning, then per-layer k-means
   weight sharing (linear initialisation over [min, max], Lloyd iterations) with a
   2**bits codebook whose code 0 is an exact zero for the pruned weights. The file
@@ -22,7 +24,6 @@ import numpy as np
 
 from squeezenet_jax.errors import UserError
 
-INT8_MAX = 127
 LLOYD_ITERATIONS = 20
 
 Tree = dict[str, Any]
@@ -43,13 +44,20 @@ def map_kernels(fn: Callable[[np.ndarray], Any], tree: Tree) -> Tree:
 # int8.
 
 
+def quantize_kernel(w: jax.Array, bits: int = 8) -> dict[str, jax.Array]:
+  """{'q': int8 codes in [-2**(bits-1), 2**(bits-1) - 1], 'scale': float32 per last-axis
+  channel}; w ~ q * scale. Jittable; channels that are all zero get scale 1."""
+  w = jnp.asarray(w, jnp.float32)
+  absmax = jnp.max(jnp.abs(w).reshape(-1, w.shape[-1]), axis=0)
+  scale = absmax / (2.0**(bits - 1) - 0.5)
+  scale = jnp.where(scale < np.sqrt(np.finfo(np.float32).tiny), 1.0, scale)
+  q = jnp.clip(jnp.round(w / scale), -2**(bits - 1), 2**(bits - 1) - 1)
+  return {'q': q.astype(jnp.int8), 'scale': scale}
+
+
 def quantize_int8(w: np.ndarray) -> dict[str, np.ndarray]:
-  """{'q': int8 weights, 'scale': float32 per last-axis channel}; w ~ q * scale."""
-  w = np.asarray(w, np.float32)
-  max_abs = np.abs(w).reshape(-1, w.shape[-1]).max(axis=0)
-  scale = np.where(max_abs > 0, max_abs / INT8_MAX, 1.0).astype(np.float32)
-  q = np.clip(np.round(w / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
-  return {'q': q, 'scale': scale}
+  """`quantize_kernel` at 8 bits, as numpy."""
+  return jax.device_get(quantize_kernel(w, 8))
 
 
 def dequantize_int8(encoded: dict[str, np.ndarray]) -> np.ndarray:

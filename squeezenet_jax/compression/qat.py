@@ -8,12 +8,12 @@ pass is qwix's straight-through estimator. The parameters keep their float32 tre
 so optimizer, checkpoints and `nnx.split(model, nnx.Param, nnx.BatchStat)` are
 unchanged; only the graphdef differs.
 
-`encode` quantizes the trained kernels with the same qwix function, so the exported
-codes dequantize to exactly the weights the quantized forward pass used. They are
-stored as `{'q': int8 codes, 'scale': float32 per output channel}` (quantize.py's
-int8 convention), which `quantize.dequantize` reads for both widths; int4 codes lie
-in [-8, 7] (qwix maps absmax to 7.5, so the top bucket is used fully) and are
-packed two per byte on disk (`container.pack_int4`).
+`encode` quantizes the trained kernels with `quantize.quantize_kernel`, the formula
+qwix's forward pass uses (tested equal to `qwix.quantize`), so the exported codes
+dequantize to exactly the weights the quantized forward pass used. They are stored as
+`{'q': int8 codes, 'scale': float32 per output channel}`, which `quantize.dequantize`
+reads for both widths; int4 codes lie in [-8, 7] and are packed two per byte on disk
+(`container.pack_int4`).
 """
 
 import functools
@@ -21,7 +21,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import qwix
 from flax import nnx
 
@@ -62,19 +61,9 @@ def quantize_model(model: nnx.Module, sample: jax.Array, bits: int,
                              skip_nnx_init=True)
 
 
-def _codes(w: jax.Array, bits: int) -> dict[str, jax.Array]:
-  q = qwix.quantize(w, qtype(bits, 'weight bits'), channelwise_axes=[w.ndim - 1])
-  return {'q': q.qvalue.astype(jnp.int8), 'scale': q.scale.reshape(-1)}
-
-
-def quantize_kernel(w: np.ndarray, bits: int) -> dict[str, np.ndarray]:
-  """{'q': int8 codes, 'scale': float32 (channels,)}: qwix's per-output-channel codes."""
-  return encode({'kernel': w}, bits)['kernel']
-
-
 @functools.partial(jax.jit, static_argnums=1)
 def _encode(params: Tree, bits: int) -> Tree:
-  return quantize.map_kernels(lambda w: _codes(w.astype(jnp.float32), bits), params)
+  return quantize.map_kernels(lambda w: quantize.quantize_kernel(w, bits), params)
 
 
 def encode(params: Tree, bits: int) -> Tree:

@@ -15,6 +15,18 @@ from squeezenet_jax.compression import qat
 from squeezenet_jax.errors import UserError
 
 
+@pytest.mark.parametrize('bits', sorted(qat.QTYPES))
+def test_the_one_encoder_gives_qwix_codes_and_scales(bits):
+  """quantize.quantize_kernel is what qwix's quantized forward pass computes."""
+  import qwix  # pylint: disable=g-import-not-at-top
+  w = jax.random.normal(jax.random.PRNGKey(bits), (3, 3, 8, 6), jnp.float32)
+  w = w.at[..., 0].set(0.0).at[0, 0, 0, 1].set(-5.0)  # a zero channel, a negative extreme
+  ours = quantize.quantize_kernel(w, bits)
+  theirs = qwix.quantize(w, qat.qtype(bits), channelwise_axes=[3])
+  np.testing.assert_array_equal(ours['q'], np.asarray(theirs.qvalue).astype(np.int8))
+  np.testing.assert_array_equal(ours['scale'], np.asarray(theirs.scale).reshape(-1))
+  assert int(ours['q'].min()) == -2**(bits - 1)  # the top bucket is used
+
 
 @pytest.mark.slow
 def test_qat_forward_equals_the_dequantized_export_forward(bits=4):

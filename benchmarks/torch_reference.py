@@ -52,9 +52,10 @@ def unavailable_reason() -> str | None:
 
 def _check_supported(config: ml_collections.ConfigDict) -> None:
   m = config.model
-  if (m.name, m.version, m.bypass) != ('squeezenet', '1.1', 'none'):
-    raise Unsupported(f'the torch reference is SqueezeNet 1.1 without bypass; got '
-                      f'{m.name} {m.version} bypass={m.bypass}')
+  if (m.name, m.version, m.bypass, m.classifier_relu) != ('squeezenet', '1.1', 'none', True):
+    raise Unsupported(f'the torch reference is SqueezeNet 1.1 without bypass, with the '
+                      f'classifier ReLU; got {m.name} {m.version} bypass={m.bypass} '
+                      f'classifier_relu={m.classifier_relu}')
 
 
 def _local_squeezenet(fires: list[tuple[int, int, int]], num_classes: int,

@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.batch_norm = True  # without BN, SqueezeNet trains slowly and fragilely
   config.model.num_classes = 10
   config.model.dropout = 0.5
+  config.model.classifier_relu = True  # squeezenet: ReLU on conv10's output (the paper's)
   # The paper's metaparameters (section 5); these defaults give v1.0's fire widths.
   config.model.base_e = 128
   config.model.incr_e = 128

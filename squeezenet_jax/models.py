@@ -374,7 +374,9 @@ class SqueezeNet(nnx.Module):
   224 -> 109 -> 54 -> 27 -> 13 (v1.0) or 224 -> 111 -> 55 -> 27 -> 13 (v1.1).
   'cifar' makes conv1 3x3/1 SAME with the same filters; at 32x32 conv1 keeps 32x32
   and the three ceil-mode pools give 16, 8 and a final 4x4 map for conv10.
-  The classifier is dropout -> 1x1 conv10 (no BN, with bias) -> ReLU -> global mean.
+  The classifier is dropout -> 1x1 conv10 (no BN, with bias) -> ReLU -> global mean;
+  `model.classifier_relu=False` drops that ReLU (same parameters): with it, a class whose
+  conv10 outputs are all negative has logit 0 and no gradient, which can stall training.
   """
 
   def __init__(self, model_config: ml_collections.ConfigDict, *,
@@ -398,7 +400,8 @@ class SqueezeNet(nnx.Module):
       channels = out_channels
     self.dropout = nnx.Dropout(c.dropout)
     self.conv10 = ConvUnit('classifier/conv10', channels, c.num_classes, 1,
-                           kernel_init=CLASSIFIER_INIT, dtype=dtype, rngs=rngs)
+                           relu=c.classifier_relu, kernel_init=CLASSIFIER_INIT, dtype=dtype,
+                           rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool = False,
                rngs=None) -> jax.Array:

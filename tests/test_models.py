@@ -205,6 +205,23 @@ def test_bypass_structure():
     assert (getattr(complex_, f'fire{fire}').bypass is None) == odd
 
 
+def test_classifier_relu_off_keeps_the_parameters_and_lets_logits_go_negative():
+  """The classic classifier ends in a ReLU, so every logit is >= 0; without it, the
+  same weights give the pre-ReLU logits."""
+  config = make_config(**NARROW)
+  with_relu = random_model(config)
+  config.model.classifier_relu = False
+  without = random_model(config)
+  params = lambda m: jax.tree.leaves(nnx.state(m, nnx.Param))
+  for a, b in zip(params(with_relu), params(without)):
+    np.testing.assert_array_equal(a, b)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
+  assert float(jnp.min(with_relu(x))) >= 0.0
+  assert float(jnp.min(without(x))) < 0.0
+  # The ReLU is applied per position before the global mean: relu(z) >= z everywhere.
+  assert np.all(np.asarray(with_relu(x)) >= np.asarray(without(x)) - 1e-6)
+
+
 def test_simple_bypass_with_mismatched_channels_is_user_error():
   with pytest.raises(UserError, match='fire3'):
     abstract_model(make_config(bypass='simple', freq=1))

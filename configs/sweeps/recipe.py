@@ -1,0 +1,44 @@
+"""The recipe ablation behind configs/squeezenet_best.py: one change at a time.
+
+`get_sweep('r1')` changes one field of the default recipe per point; later rounds start
+from the previous round's winners. Run on the 10,000-image proxy, e.g.
+`--config.data.limit=10000 --config.num_epochs=10` (docs/recipe.md).
+"""
+
+from configs import default
+
+# Each round: the fields it starts from (the previous rounds' winners), then one
+# change per point.
+_ROUNDS = {
+    # The classic recipe (configs/default.py).
+    'r1': ({}, [
+        {},
+        {'model.dropout': 0.0},
+        {'model.bypass': 'simple'},
+        {'label_smoothing': 0.2},
+    ]),
+    # Without the ReLU on conv10's output: r1's bypass point stalled at 21% (classes
+    # whose logits the ReLU holds at 0 get no gradient).
+    'r2': ({'model.classifier_relu': False}, [
+        {},
+        {'model.bypass': 'simple'},
+        {'model.dropout': 0.0},
+        {'learning_rate': 0.2},
+        {'batch_size': 256},
+        {'weight_decay': 1e-3},
+    ]),
+}
+
+
+def get_config(round_name=None):
+  del round_name  # the round only chooses the points
+  return default.get_config()
+
+
+def get_sweep(round_name='r1'):
+  base, changes = _ROUNDS[round_name]
+  points = []
+  for change in changes:
+    name = ','.join(f'{k}={v}' for k, v in change.items()) or 'base'
+    points.append({'name': name, **base, **change})
+  return points

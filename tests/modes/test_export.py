@@ -20,6 +20,8 @@ from squeezenet_jax import exports
 from squeezenet_jax import models
 from squeezenet_jax import quantize
 from squeezenet_jax.compression import container
+from squeezenet_jax.deploy import onnx_export
+from squeezenet_jax.deploy import stablehlo_export
 from squeezenet_jax import size_report
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
@@ -180,15 +182,16 @@ def test_predict_gives_the_same_logits_with_every_deployable_format(run):
   assert logits['onnx_int8'].shape == (5, config.model.num_classes)
 
 
-def test_runs_without_classes_json_take_the_names_from_the_exports(run, tmp_path):
+def test_exports_carry_the_class_names_that_predict_reads_from_classes_json(run, tmp_path):
+  """The deployable files carry the names for whoever ships them alone; predict reads
+  the run's classes.json."""
   workdir, _, _ = run
   names = workdir_lib.read_classes(workdir)
-  assert names == [f'class_{i}' for i in range(10)]
-  shutil.copytree(workdir / 'exports' / 'stablehlo', tmp_path / 'exports' / 'stablehlo')
-  assert predict.class_names(str(tmp_path)) == names  # from model.json
-  shutil.copytree(workdir / 'exports' / 'onnx', tmp_path / 'exports' / 'onnx')
-  assert predict.class_names(str(tmp_path)) == names  # from the ONNX metadata
-  assert predict.class_names(str(tmp_path / 'nothing')) is None  # then indices
+  assert names == [f'class_{i}' for i in range(10)] == predict.class_names(str(workdir))
+  assert stablehlo_export.read_metadata(
+      workdir / 'exports' / 'stablehlo' / 'model.json')['class_names'] == names
+  assert onnx_export.class_names(workdir / 'exports' / 'onnx' / 'model.onnx') == names
+  assert predict.class_names(str(tmp_path)) is None  # no classes.json: indices
 
 
 def test_data_with_only_a_test_split_calibrates_on_it_and_says_so(run, tmp_path, caplog):

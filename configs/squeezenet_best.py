@@ -1,10 +1,15 @@
-"""Best SqueezeNet under 1 MB as int8: SqueezeNet 1.1 + BN + simple bypass, fast recipe.
+"""Best SqueezeNet under 1 MB as int8, in 30 epochs: SqueezeNet 1.1 + BN, CIFAR stem.
 
-Size: 730,570 parameters (the simple bypass adds none), so the int8 export is about
-0.75 MB on disk. Recipe: Nesterov SGD at a high peak rate with a short warmup and
-cosine decay, label smoothing, bfloat16 compute, and mirrored test-time augmentation
-in validation. Chosen to fit 60 s of H100 training; its validation accuracy on the
-JPEG CIFAR-10 archive is still to be measured on a GPU (see README).
+Size: 730,570 parameters, so the int8 export is about 0.75 MB on disk. The recipe
+changes these fields of configs/default.py, each measured one at a time in
+docs/recipe.md (configs/sweeps/recipe.py):
+- `model.classifier_relu=False`: no ReLU on conv10's output (same parameters);
+- `model.dropout=0.0`;
+- `label_smoothing=0.2`;
+- `batch_size=256` at the same peak learning rate (twice the steps per epoch);
+- validation also scored with airbench's multi-crop TTA (`eval_tta`,
+  `eval_tta_translate=1`), reported as `val_accuracy_tta` beside `val_accuracy`.
+No bypass: on the proxy it trained slower.
 """
 
 from configs import default
@@ -15,18 +20,19 @@ def get_config():
   config.model.version = '1.1'
   config.model.stem = 'cifar'
   config.model.batch_norm = True
-  config.model.bypass = 'simple'
-  config.model.dropout = 0.1
-  config.dtype = 'bfloat16'
-  config.batch_size = 512
-  config.num_epochs = 60
+  config.model.bypass = 'none'
+  config.model.classifier_relu = False
+  config.model.dropout = 0.0
+  config.batch_size = 256
+  config.num_epochs = 30
   config.optimizer = 'sgd'
-  config.learning_rate = 0.2
+  config.learning_rate = 0.1
   config.momentum = 0.9
   config.weight_decay = 5e-4
-  config.label_smoothing = 0.1
-  config.warmup_epochs = 2.0
-  config.eval_every_epochs = 5
-  config.checkpoint_every_epochs = 10
+  config.label_smoothing = 0.2
+  config.warmup_epochs = 1.0
+  config.eval_every_epochs = 1
+  config.checkpoint_every_epochs = 1
   config.eval_tta = True
+  config.eval_tta_translate = 1
   return config

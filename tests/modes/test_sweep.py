@@ -24,7 +24,7 @@ NAMES = ['model.bypass=none,model.squeeze_ratio=0.25',
          'model.bypass=none,model.squeeze_ratio=0.5',
          'model.bypass=simple,model.squeeze_ratio=0.25',
          'model.bypass=simple,model.squeeze_ratio=0.5']
-SHIPPED = ('versions', 'bypass', 'squeeze_ratio', 'pct3x3')
+SHIPPED = ('versions', 'bypass', 'squeeze_ratio', 'pct3x3', 'recipe:r1', 'recipe:r2')
 
 
 def grid_config():
@@ -188,9 +188,10 @@ def test_main_reports_a_bad_point_in_one_line(tmp_path):
 
 @pytest.mark.parametrize('name', SHIPPED)
 def test_shipped_sweep_loads_and_every_point_builds(tmp_path, name):
+  name, *arg = name.split(':')  # `file.py:arg` passes arg to get_config and get_sweep
   module = importlib.import_module(f'configs.sweeps.{name}')
-  config_file = str(REPO_ROOT / 'configs' / 'sweeps' / f'{name}.py')
-  points = sweeps.make_points(module.get_config(), sweeps.load_sweep(config_file))
+  config_file = ':'.join([str(REPO_ROOT / 'configs' / 'sweeps' / f'{name}.py'), *arg])
+  points = sweeps.make_points(module.get_config(*arg), sweeps.load_sweep(config_file))
   assert len(points) >= 3
   for point in points:
     sweep.check_point(point, tmp_path / point.name)  # builds the model abstractly

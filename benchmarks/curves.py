@@ -10,21 +10,16 @@ against training images seen). A run's name is its folder's name. Nothing is wri
 over: DIR must not hold these files already.
 """
 
+import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
-
-from absl import app
-from absl import flags
 
 from squeezenet_jax import reporting
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.workdir import CONFIG_FILE, METRICS_FILE
 
-_OUT = flags.DEFINE_string('out', None, 'folder for curves.md and the two charts', required=True)
-_TARGETS = flags.DEFINE_list('targets', ['0.85', '0.9'], 'validation accuracies to time')
 FILES = ('curves.md', 'curve_epochs.png', 'curve_images.png')
 
 
@@ -95,28 +90,32 @@ def charts(runs: list[dict[str, Any]], out: Path) -> None:
                             log_x=False)
 
 
-def main(argv):
-  if len(argv) < 2:
-    raise app.UsageError('give one or more run workdirs')
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('runs', nargs='+', help='training workdirs')
+  parser.add_argument('--out', required=True, help='folder for curves.md and the charts')
+  parser.add_argument('--targets', default='0.85,0.9',
+                      help='validation accuracies to time, comma-separated')
+  args = parser.parse_args(argv)
   try:
-    targets = [float(t) for t in _TARGETS.value]
-    out = Path(_OUT.value)
+    targets = [float(t) for t in args.targets.split(',')]
+  except ValueError:
+    parser.exit(2, f'error: --targets must be numbers such as 0.85,0.9, not {args.targets}\n')
+  try:
+    out = Path(args.out)
     existing = [f for f in FILES if (out / f).exists()]
     if existing:
       raise UserError(f'{out} already holds {", ".join(existing)}; choose another --out '
                       'or remove them')
-    runs = [read_run(w) for w in argv[1:]]
+    runs = [read_run(w) for w in args.runs]
     out.mkdir(parents=True, exist_ok=True)
     (out / 'curves.md').write_text(markdown(runs, targets))
     charts(runs, out)
-  except ValueError:
-    print('error: --targets must be numbers such as 0.85,0.9', file=sys.stderr)
-    sys.exit(2)
   except (UserError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  print(os.path.join(out, 'curves.md'))
+  print(out / 'curves.md')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  main()

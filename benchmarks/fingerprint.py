@@ -47,9 +47,22 @@ def _stablehlo_digest(path: Path) -> str:
   return _sha('\n'.join(l for l in text.splitlines() if not l.startswith('#loc')).encode())
 
 
+def _as_numpy(path: Path) -> dict:
+  """An orbax tree read back as numpy, whatever devices wrote it (no shardings needed)."""
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(str(path))
+  tree = getattr(metadata, 'item_metadata', None) or getattr(metadata, 'tree', metadata)
+  args = jax_tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return checkpointer.restore(str(path), args=ocp.args.PyTreeRestore(restore_args=args))
+
+
+def jax_tree_map(fn, tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(fn, tree)
+
+
 def _checkpoint(step_dir: Path) -> str:
-  restored = ocp.PyTreeCheckpointer().restore(str(step_dir.resolve() / 'model'))
-  return _tree_digest(restored)
+  return _tree_digest(_as_numpy(step_dir.resolve() / 'model'))
 
 
 def fingerprint(workdir: str) -> dict:
@@ -62,8 +75,7 @@ def fingerprint(workdir: str) -> dict:
   for fmt in sorted(p for p in (root / 'exports').glob('*') if p.is_dir()
                     and not p.name.startswith('.')):
     if (fmt / '_METADATA').exists() or (fmt / 'manifest.ocdbt').exists():
-      digest['exports'][fmt.name] = {'params': _tree_digest(
-          ocp.StandardCheckpointer().restore(str(fmt.resolve())))}
+      digest['exports'][fmt.name] = {'params': _tree_digest(_as_numpy(fmt.resolve()))}
       continue
     digest['exports'][fmt.name] = {
         f.name: {'bytes': f.stat().st_size, 'sha256': _sha(f.read_bytes())}

@@ -52,13 +52,9 @@ def _as_numpy(path: Path) -> dict:
   checkpointer = ocp.PyTreeCheckpointer()
   metadata = checkpointer.metadata(str(path))
   tree = getattr(metadata, 'item_metadata', None) or getattr(metadata, 'tree', metadata)
-  args = jax_tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  return checkpointer.restore(str(path), args=ocp.args.PyTreeRestore(restore_args=args))
-
-
-def jax_tree_map(fn, tree):
   import jax  # pylint: disable=g-import-not-at-top
-  return jax.tree.map(fn, tree)
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return checkpointer.restore(str(path), args=ocp.args.PyTreeRestore(restore_args=args))
 
 
 def _checkpoint(step_dir: Path) -> str:

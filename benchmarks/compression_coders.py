@@ -31,6 +31,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from squeezenet_jax import formats
 from squeezenet_jax import quantize
 from squeezenet_jax import trained_run
 from squeezenet_jax import workdir as workdir_lib
@@ -129,7 +130,7 @@ def main(argv):
   del argv
   workdir = _WORKDIR.value
   restored = setup.RestoredRun(workdir, trained_run.config_for(workdir, 'export', {}))
-  model = export.to_numpy(restored.variables)
+  model = formats.to_numpy(restored.variables)
   params = model['params']
   num_kernel = sum(x.size for _, x in _kernels(params))
   num_params = sum(x.size for x in jax.tree.leaves(params))

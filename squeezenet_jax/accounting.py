@@ -64,10 +64,6 @@ def layer_row(record: models.LayerRecord) -> dict[str, Any]:
   }
 
 
-def _abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
-  return nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
-
-
 def trace_layers(model: nnx.Module, image_size: int) -> list[models.LayerRecord]:
   """Layers executed on one image_size x image_size RGB image, from a shape-only trace."""
   image = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
@@ -83,7 +79,7 @@ def summarize(config: ml_collections.ConfigDict,
   `model`: the run's own model where one is built already (else a shape-only one).
   """
   image_size = config.data.image_size
-  model = _abstract_model(config) if model is None else model
+  model = models.abstract_model(config) if model is None else model
   layers = [layer_row(r) for r in trace_layers(model, image_size)]
   total = count_params(model)
   analytic = sum(row['params'] for row in layers)

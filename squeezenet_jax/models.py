@@ -485,3 +485,8 @@ def create_model(config: ml_collections.ConfigDict, *,
   """Builds the model named by config.model.name, computing in config.dtype."""
   model_cls = _MODELS[_check_choice('model.name', config.model.name, _MODELS)]
   return model_cls(config.model, dtype=compute_dtype(config), rngs=rngs)
+
+
+def abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
+  """The model with shape-only variables: allocates nothing (accounting, restore targets)."""
+  return nnx.eval_shape(lambda: create_model(config, rngs=nnx.Rngs(0)))

@@ -16,8 +16,7 @@ def tiny_params(seed: int = 0, **overrides):
 
   The shapes come from a shape-only trace (nnx.eval_shape), so nothing compiles.
   """
-  abstract = nnx.eval_shape(lambda: models.create_model(tiny_config(**overrides),
-                                                        rngs=nnx.Rngs(0)))
+  abstract = models.abstract_model(tiny_config(**overrides))
   shapes = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
   rng = np.random.default_rng(seed)
   return jax.tree.map(lambda s: rng.normal(0, 0.1, s.shape).astype(np.float32), shapes)

@@ -26,7 +26,7 @@ def random_model(config, seed: int = 0) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _random_model(config_json: str, seed: int) -> dict:
-  """`{'params', 'batch_stats'}` as modes.export.to_numpy gives them, like a trained one's.
+  """`{'params', 'batch_stats'}` as formats.to_numpy gives them, like a trained one's.
 
   Weights are drawn with numpy (eager nnx initialisation takes ~20 s on this CPU):
   He-normal kernels, small random biases, BatchNorm scales and shifts away from 1 and
@@ -34,7 +34,7 @@ def _random_model(config_json: str, seed: int) -> dict:
   one train-mode pass over random images (momentum 0), so activations stay O(1).
   """
   config = ml_collections.ConfigDict(json.loads(config_json))
-  model = nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
+  model = models.abstract_model(config)
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   rng = np.random.default_rng(seed)
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import tiny_config
 from squeezenet_jax import config_utils
 from squeezenet_jax import reporting
+from squeezenet_jax import sweep_report
 from squeezenet_jax import seed_groups
 from squeezenet_jax import sweeps
 
@@ -55,8 +56,8 @@ def test_groups_count_finished_seeds_and_a_single_seed_has_no_spread():
   none, simple = report['groups']['rows']
   assert none['n'] == 3 and 'params' not in none
   assert simple['n'] == 1 and simple['val_accuracy_std'] is None
-  assert '| model.bypass=simple | simple | 0 |' in reporting.sweep_markdown(report)
-  assert '0.7000 (n=1)' in reporting.sweep_markdown(report)
+  assert '| model.bypass=simple | simple | 0 |' in sweep_report.sweep_markdown(report)
+  assert '0.7000 (n=1)' in sweep_report.sweep_markdown(report)
 
 
 def test_a_sweep_without_points_that_differ_only_in_seed_has_no_groups():
@@ -80,12 +81,12 @@ def test_only_seeds_swept_is_one_group_of_all_seeds():
 def test_table_csv_and_chart_show_mean_std_and_n(tmp_path, monkeypatch):
   points, rows = bypass_by_seed()
   report = sweeps.build_report(points, rows, {})
-  table = reporting.sweep_markdown(report)
+  table = sweep_report.sweep_markdown(report)
   assert '## Mean over seeds' in table and 'Val accuracy (mean ± std, n seeds)' in table
   assert '| model.bypass=none | none | 0, 1, 2 |' in table
   assert '0.6000 ± 0.1000 (n=3)' in table and '0.8000 ± 0.1000 (n=3)' in table
   assert '| model.bypass=simple,seed=2 | simple | 2 |' in table  # every point still listed
-  parsed = list(csv.DictReader(io.StringIO(reporting.sweep_csv(report))))
+  parsed = list(csv.DictReader(io.StringIO(sweep_report.sweep_csv(report))))
   assert len(parsed) == 6
   assert parsed[4]['name'] == 'model.bypass=simple,seed=1'
   assert parsed[4]['group'] == 'model.bypass=simple' and parsed[4]['group_n'] == '3'
@@ -97,7 +98,7 @@ def test_table_csv_and_chart_show_mean_std_and_n(tmp_path, monkeypatch):
   monkeypatch.setattr(reporting, 'scatter_chart',
                       lambda path, series, **kw: drawn.update({path.name: (series, kw)})
                       or real_chart(path, series, **kw))
-  reporting.write_sweep(tmp_path, report)
+  sweep_report.write_sweep(tmp_path, report)
   assert set(drawn) == {'sweep.png'}  # seed is no axis of the charts: its spread is
   series, kwargs = drawn['sweep.png']
   plotted = [p for s in series for p in s.points]

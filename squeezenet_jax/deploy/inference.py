@@ -22,10 +22,6 @@ from squeezenet_jax.errors import UserError
 Tree = dict[str, Any]
 
 
-def _abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
-  return nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
-
-
 def _subtree(tree: Tree, path: tuple[Any, ...]) -> Tree:
   for key in path:
     tree = tree[key]
@@ -60,13 +56,13 @@ def fold_batch_norm(config: ml_collections.ConfigDict,
   """BatchNorm folded into the convs before it: (config without BN, its params).
 
   `model` is `{'params': ..., 'batch_stats': ...}` as nnx pure dicts of arrays (what
-  `modes.export.to_numpy` and `modes.export.load` give). Each `ConvUnit` with a BN becomes one conv with a
+  `formats.to_numpy` and `formats.read` give). Each `ConvUnit` with a BN becomes one conv with a
   bias; epsilon is read from the BatchNorm module the config builds. A model without
   BatchNorm comes back unchanged (as float32 numpy arrays).
   """
   params = jax.tree.map(lambda x: np.asarray(x, np.float32), model['params'])
   folded = copy.deepcopy(params)
-  for path, module in nnx.iter_modules(_abstract_model(config)):
+  for path, module in nnx.iter_modules(models.abstract_model(config)):
     if isinstance(module, models.ConvUnit) and module.bn is not None:
       unit = _subtree(folded, path)
       stats = _subtree(model['batch_stats'], path)['bn']
@@ -77,7 +73,7 @@ def fold_batch_norm(config: ml_collections.ConfigDict,
 
 
 def _params_template(config: ml_collections.ConfigDict) -> Tree:
-  _, params = nnx.split(_abstract_model(config), nnx.Param)
+  _, params = nnx.split(models.abstract_model(config), nnx.Param)
   return nnx.to_pure_dict(params)
 
 
@@ -100,7 +96,7 @@ def logits_fn(config: ml_collections.ConfigDict, model: Tree) -> Callable[[jax.A
   over, so tracing it (jax.jit, jax.export, jax2onnx) bakes them in as constants.
   """
   target, params = fold_batch_norm(config, model)
-  graphdef, state = nnx.split(_abstract_model(target))
+  graphdef, state = nnx.split(models.abstract_model(target))
   state = jax.tree.map(lambda x: x, state)
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
   mean, std = augment.statistics(config.data)

@@ -39,12 +39,11 @@ from flax import nnx
 
 from squeezenet_jax import checkpoints
 from squeezenet_jax import exports
-from squeezenet_jax import quantize
+from squeezenet_jax import formats
 from squeezenet_jax import rng
 from squeezenet_jax import size_report
 from squeezenet_jax import validation
 from squeezenet_jax import workdir as workdir_lib
-from squeezenet_jax.compression import container
 from squeezenet_jax.compression import plan
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import export
@@ -53,7 +52,6 @@ from squeezenet_jax.training import setup
 from squeezenet_jax.training import steps as steps_lib
 
 COMPRESS_DIR = 'compress'
-FILE = container.FILE
 STAGE_FILE = 'stage.json'  # a stage's settings, for the check on rerun
 EXPORT_FILE = 'export.json'  # a finished stage's sizes.json row
 # The run's recipe fields a stage sets: run field -> stage field.
@@ -135,38 +133,14 @@ def _fine_tune(graphdef: nnx.GraphDef, start: Start, settings: plan.Settings,
                         rng=key)
 
 
-def _write_export(directory: Path, encoded: Tree, batch_stats: nnx.State,
-                  compress: ml_collections.ConfigDict) -> Tree:
-  """Writes the stage's file into `directory` (empty); returns what reading it back
-  from disk gives."""
-  tree = {'params': encoded, 'batch_stats': jax.device_get(nnx.to_pure_dict(batch_stats))}
-  container.write(directory / FILE, tree, coding=compress.coding,
-                  raw_dtype=compress.vector_dtype)
-  return container.read(directory / FILE)
-
-
-def dequantized(stored: Tree) -> Tree:
-  """A stage file's tree (`container.read`) as float32 params and batch_stats."""
-  return quantize.dequantize({part: stored.get(part, {}) for part in ('params', 'batch_stats')})
-
-
-def load(directory: Path) -> Tree:
-  """A stage's export read back from disk, as `--mode=predict` classifies with it."""
-  return dequantized(container.read(directory / FILE))
-
-
 def _export_row(restored: setup.RestoredRun, name: str, stage: ml_collections.ConfigDict,
                 directory: Path, stored: Tree, epochs: int) -> dict[str, Any]:
   """The sizes.json row of a stage's file, scored on its weights as read from disk."""
-  scores = export.score(restored, dequantized(stored))
-  row = {'format': name, 'bytes': checkpoints.directory_bytes(directory),
-         'accuracy': scores['accuracy'], 'loss': scores['loss'],
-         'path': f'{exports.EXPORTS_DIR}/{name}', 'method': stage.method, 'bits': stage.bits,
-         'sparsity': plan.sparsity(stored['params']), 'finetune_epochs': epochs}
-  logging.info('%-10s %12s bytes  accuracy %.4f  sparsity %.3f  (fine-tuned %d epoch%s)',
-               name, f'{row["bytes"]:,}', row['accuracy'], row['sparsity'], epochs,
-               '' if epochs == 1 else 's')
-  return row
+  sparsity = plan.sparsity(stored['params'])
+  return formats.row(
+      name, directory, export.score(restored, formats.dequantized(stored)),
+      note=f'sparsity {sparsity:.3f}  (fine-tuned {epochs} epoch{"" if epochs == 1 else "s"})',
+      method=stage.method, bits=stage.bits, sparsity=sparsity, finetune_epochs=epochs)
 
 
 def run_stage(name: str, config: ml_collections.ConfigDict, restored: setup.RestoredRun,
@@ -195,10 +169,12 @@ def run_stage(name: str, config: ml_collections.ConfigDict, restored: setup.Rest
   saved_row = directory / EXPORT_FILE
   row = workdir_lib.read_json(saved_row) if saved_row.exists() else None
   if not (row and row.get('step') == step
-          and (exports.exports_dir(workdir) / name / FILE).exists()):
+          and (exports.exports_dir(workdir) / name / formats.FILE).exists()):
     export_dir = transaction.directory(name)
     encoded = plan.encode(trainer.state.params, trainer.state.aux)
-    stored = _write_export(export_dir, encoded, trainer.state.batch_stats, config.compress)
+    stored = formats.write_codes(export_dir, encoded,
+                                 jax.device_get(nnx.to_pure_dict(trainer.state.batch_stats)),
+                                 config.compress)
     row = {**_export_row(restored, name, stage, export_dir, stored, epochs), 'step': step}
     workdir_lib.write_json(saved_row, row)
   params = jax.device_get(plan.effective_params(trainer.state.params, trainer.state.aux))
@@ -215,7 +191,7 @@ def _float_rows(workdir: str, restored: setup.RestoredRun, settings,
     return previous['formats'], previous
   logging.info('sizes.json has no float32 row of step %d on %s: exporting first',
                restored.step, restored.split)
-  model = export.to_numpy(restored.variables)
+  model = formats.to_numpy(restored.variables)
   rows = export.export_rows(restored, model, settings, transaction)
   return size_report.kept_rows(previous, rows), previous
 
@@ -238,7 +214,7 @@ def run(workdir: str, config: ml_collections.ConfigDict,
     transaction = exports.Transaction(workdir)
     rows, previous = _float_rows(workdir, restored, export_settings, transaction)
     carried = size_report.carried(previous)
-    start = Start(export.to_numpy(restored.variables)['params'],
+    start = Start(formats.to_numpy(restored.variables)['params'],
                   restored.variables['batch_stats'], 0,
                   {'checkpoint_step': restored.step})
     results = {'': start}

@@ -18,8 +18,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from squeezenet_jax import checkpoints
 from squeezenet_jax import exports
+from squeezenet_jax import formats
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.data import dataset as dataset_lib
 from squeezenet_jax.deploy import inference
@@ -29,7 +29,7 @@ from squeezenet_jax.training import setup
 from squeezenet_jax.training import steps
 
 Tree = dict[str, Any]
-FORMATS = ('onnx', 'onnx_int8', 'stablehlo')
+FORMATS = tuple(formats.RUNTIMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +61,11 @@ def scores(restored: setup.RestoredRun, logits: np.ndarray) -> dict[str, float]:
           'loss': float(jax.device_get(losses).mean())}
 
 
-def _row(fmt: str, path: Path, restored: setup.RestoredRun,
-         logits: np.ndarray) -> dict[str, Any]:
-  directory = path.parent
-  row = {'format': fmt, 'bytes': checkpoints.directory_bytes(directory),
-         **scores(restored, logits), 'path': f'{exports.EXPORTS_DIR}/{directory.name}'}
-  logging.info('%-10s %12s bytes  accuracy %.4f', fmt, f'{row["bytes"]:,}', row['accuracy'])
-  return row
+def _row(fmt: str, path: Path, restored: setup.RestoredRun, images: np.ndarray,
+         **fields: Any) -> dict[str, Any]:
+  """The row of the runtime format's file at `path`, scored in its runtime from disk."""
+  logits = formats.runtime_logits(path, fmt, images, restored.config.eval_batch_size)
+  return formats.row(fmt, path.parent, scores(restored, logits), **fields)
 
 
 def export(restored: setup.RestoredRun, model: Tree,
@@ -87,13 +85,12 @@ def export(restored: setup.RestoredRun, model: Tree,
   calibration, split = calibration_images(config, restored)
   int8 = onnx_export.save_int8(float32, calibration,
                                transaction.directory(onnx_export.INT8_DIR))
-  rows = [_row('onnx', float32, restored, onnx_export.onnx_logits(float32, images)),
-          {**_row('onnx_int8', int8, restored, onnx_export.onnx_logits(int8, images)),
-           'calibration_split': split, 'calibration_images': len(calibration)}]
+  rows = [_row('onnx', float32, restored, images),
+          _row('onnx_int8', int8, restored, images, calibration_split=split,
+               calibration_images=len(calibration))]
 
   artifact = stablehlo_export.save(logits, spec,
                                    transaction.directory(stablehlo_export.DIRECTORY),
                                    class_names=class_names)
-  stablehlo = _row('stablehlo', artifact, restored, stablehlo_export.stablehlo_logits(
-      artifact, images, batch_size=config.eval_batch_size))
+  stablehlo = _row('stablehlo', artifact, restored, images)
   return Deployed(rows=rows, stablehlo=stablehlo)

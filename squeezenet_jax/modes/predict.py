@@ -28,19 +28,16 @@ from absl import logging
 from squeezenet_jax import checkpoints
 from squeezenet_jax import errors
 from squeezenet_jax import exports
+from squeezenet_jax import formats
 from squeezenet_jax import sharding
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.deploy import images as images_lib
 from squeezenet_jax.deploy import inference
-from squeezenet_jax.deploy import onnx_export
 from squeezenet_jax.deploy import predictions
-from squeezenet_jax.deploy import stablehlo_export
 from squeezenet_jax.errors import UserError
-from squeezenet_jax.modes import export
 from squeezenet_jax.training import setup
 
-ONNX_FORMATS = {'onnx': onnx_export.FLOAT32_DIR, 'onnx_int8': onnx_export.INT8_DIR}
-FORMATS = ('checkpoint', *export.FORMATS, *ONNX_FORMATS, 'stablehlo')
+FORMATS = ('checkpoint', *formats.WEIGHTS, *formats.RUNTIMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,30 +87,9 @@ def default_format(workdir: str) -> str:
   return 'float32' if (_exports(workdir) / 'float32').is_dir() else 'checkpoint'
 
 
-def _onnx_path(workdir: str, fmt: str) -> Path:
-  return _exports(workdir) / ONNX_FORMATS[fmt] / onnx_export.MODEL_FILE
-
-
-def _stablehlo_path(workdir: str) -> Path:
-  return _exports(workdir) / stablehlo_export.DIRECTORY / stablehlo_export.MODEL_FILE
-
-
 def class_names(workdir: str) -> list[str] | None:
   """The names the run's labels index (classes.json, written by training)."""
   return workdir_lib.read_classes(workdir)
-
-
-def _compress():
-  """--mode=compress, imported only for its formats: it needs qwix and constriction,
-  which the other formats do not."""
-  from squeezenet_jax.modes import compress  # pylint: disable=g-import-not-at-top
-  return compress
-
-
-def _is_compress_stage(workdir: str, fmt: str) -> bool:
-  """Whether `fmt` names a `--mode=compress` stage this run has a file of."""
-  directory = _exports(workdir) / fmt
-  return fmt not in FORMATS and directory.is_dir() and (directory / _compress().FILE).is_file()
 
 
 def _model(workdir: str, config, fmt: str, fallback: bool) -> dict[str, Any]:
@@ -124,19 +100,16 @@ def _model(workdir: str, config, fmt: str, fallback: bool) -> dict[str, Any]:
     _, variables, step = setup.restore_model(config, checkpointer, sharding.make_mesh(),
                                              fallback=fallback)
     logging.info('Classifying with the checkpoint of step %d', step)
-    return export.to_numpy(variables)
+    return formats.to_numpy(variables)
   directory = _exports(workdir) / fmt
-  if _is_compress_stage(workdir, fmt):
-    with errors.reading(directory, f'a {fmt} export', f'run --mode=compress '
-                        f'--workdir={workdir} again, after moving {directory} away'):
-      model = _compress().load(directory)
-  elif not directory.is_dir():
+  if not directory.is_dir():
     raise UserError(f'no {fmt} export in {directory}: run --mode=export --workdir={workdir} '
                     'first (or leave out --format to use the checkpoint)')
-  else:
-    with errors.reading(directory, f'a {fmt} export', _export_again(workdir)):
-      model = export.load(fmt, directory)
-  export.check_matches(config, model, directory)
+  again = (_export_again(workdir) if fmt in formats.WEIGHTS else
+           f'run --mode=compress --workdir={workdir} again, after moving {directory} away')
+  with errors.reading(directory, f'a {fmt} export', again):
+    model = formats.read(directory)
+  formats.check_matches(config, model, directory)
   return model
 
 
@@ -147,14 +120,10 @@ def _export_again(workdir: str) -> str:
 def logits(workdir: str, config, fmt: str, images: np.ndarray,
            fallback: bool = False) -> np.ndarray:
   """Logits of uint8 [N, S, S, 3] images from the run's `fmt`."""
-  if fmt in ONNX_FORMATS:
-    with errors.reading(_onnx_path(workdir, fmt), 'an ONNX model', _export_again(workdir)):
-      return onnx_export.onnx_logits(_onnx_path(workdir, fmt), images)
-  if fmt == 'stablehlo':
-    with errors.reading(_stablehlo_path(workdir), 'a StableHLO artifact',
-                        _export_again(workdir)):
-      return stablehlo_export.stablehlo_logits(_stablehlo_path(workdir), images,
-                                               batch_size=config.eval_batch_size)
+  if fmt in formats.RUNTIMES:
+    path = formats.runtime_path(workdir, fmt)
+    with errors.reading(path, f'the {fmt} export', _export_again(workdir)):
+      return formats.runtime_logits(path, fmt, images, config.eval_batch_size)
   fn = inference.logits_fn(config, _model(workdir, config, fmt, fallback))
   return inference.batched_logits(fn, images, batch_size=config.eval_batch_size)
 
@@ -166,7 +135,7 @@ def predict(workdir: str, config: ml_collections.ConfigDict, paths: Sequence[str
   `config`: the run's, with this command's overrides (`trained_run.config_for`).
   """
   fmt = fmt or default_format(workdir)
-  if fmt not in FORMATS and not _is_compress_stage(workdir, fmt):
+  if fmt not in FORMATS and not formats.is_weights(workdir, fmt):
     raise UserError(f'unknown --format={fmt}; expected one of: {", ".join(FORMATS)}, or a '
                     f'stage --mode=compress exported ({_exports(workdir)}/<stage>/)')
   if top_k < 1:

@@ -21,7 +21,7 @@ import ml_collections
 from absl import logging
 
 from squeezenet_jax import accounting
-from squeezenet_jax import reporting
+from squeezenet_jax import sweep_report
 from squeezenet_jax import sharding
 from squeezenet_jax import sweep_launchers
 from squeezenet_jax import sweeps
@@ -84,15 +84,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, sweep: Sequence[Mapping
         logging.error('Sweep point %s failed: %s', point.name, error)
         failed[point.name] = error
       if len(rows) + len(failed) < len(points):  # the final report is written below
-        reporting.write_sweep(workdir, sweeps.build_report(points, rows, failed))
+        sweep_report.write_sweep(workdir, sweeps.build_report(points, rows, failed))
 
     try:
       (launcher or inline.run)(todo, dirs, finished, workdir=workdir,
                                allow_config_change=allow_config_change)
     finally:  # also when preempted: the report keeps every finished point
       report = sweeps.build_report(points, rows, failed)
-      reporting.write_sweep(workdir, report)
-  print(reporting.sweep_markdown(report))
+      sweep_report.write_sweep(workdir, report)
+  print(sweep_report.sweep_markdown(report))
   if failed:
     raise UserError(f'{len(failed)} of {len(points)} sweep points failed: ' + '; '.join(
         f'{name}: {message}' for name, message in failed.items()))

@@ -81,8 +81,8 @@ def init_model(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, ModelVa
 
 def abstract_model(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, ModelVars]:
   """Graph and shape-only variables: a restore target that allocates nothing."""
-  model = nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  graphdef, params, batch_stats = nnx.split(models.abstract_model(config), nnx.Param,
+                                            nnx.BatchStat)
   return graphdef, {'params': params, 'batch_stats': batch_stats}
 
 

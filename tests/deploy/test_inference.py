@@ -25,7 +25,7 @@ def assert_close(actual, expected):
 def eval_logits(config, model, images):
   """The trainer's eval-mode logits of the unfolded model (BatchNorm on running stats)."""
   graphdef, params, batch_stats = nnx.split(
-      nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0))),
+      models.abstract_model(config),
       nnx.Param, nnx.BatchStat)
   nnx.replace_by_pure_dict(params, model['params'])
   nnx.replace_by_pure_dict(batch_stats, model['batch_stats'])

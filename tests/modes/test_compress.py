@@ -16,11 +16,11 @@ import pytest
 
 from conftest import REPO_ROOT, tiny_config
 from squeezenet_jax import checkpoints
+from squeezenet_jax import formats
 from squeezenet_jax.training import setup
 from squeezenet_jax import trained_run
 from squeezenet_jax import exports
 from squeezenet_jax import quantize
-from squeezenet_jax import reporting
 from squeezenet_jax import size_report
 from squeezenet_jax.compression import container
 from squeezenet_jax.compression import plan
@@ -72,7 +72,7 @@ def _kernels(tree):
 def test_every_stage_is_exported_rescored_and_reported(runs):
   _, workdir, report = runs
   rows = _rows(report)
-  assert list(rows) == [*export.FORMATS, 'pruned', 'shared', 'qat_int4']
+  assert list(rows) == [*formats.WEIGHTS, 'pruned', 'shared', 'qat_int4']
   params = report['params']
   for name in ('pruned', 'shared', 'qat_int4'):
     row = rows[name]
@@ -96,7 +96,7 @@ def test_each_file_scores_as_reported_from_disk(runs):
   restored = setup.RestoredRun(str(workdir), trained_run.config_for(
       str(workdir), 'compress', OVERRIDES))
   for name in ('shared', 'qat_int4'):
-    stored = container.read(workdir / 'exports' / name / compress.FILE)
+    stored = container.read(workdir / 'exports' / name / formats.FILE)
     scores = export.score(restored, quantize.dequantize(stored))
     assert scores['accuracy'] == pytest.approx(_rows(report)[name]['accuracy'])
 
@@ -132,7 +132,7 @@ def test_trained_centroids_change_while_assignments_stay_fixed(runs):
   moved = [np.mean(a != b) for a, b in zip(_kernels(trained['params']), _kernels(initial))]
   assert min(moved) > 0.5  # most centroids of every kernel moved
   # The file holds exactly these centroids and codes.
-  stored = container.read(workdir / 'exports' / 'shared' / compress.FILE)['params']
+  stored = container.read(workdir / 'exports' / 'shared' / formats.FILE)['params']
   is_shared = lambda x: isinstance(x, quantize.SharedWeights)
   shared = [x for x in jax.tree.leaves(stored, is_leaf=is_shared) if is_shared(x)]
   weights = sharing.kernels(trained['params'], trained['aux']['codes'])
@@ -151,7 +151,7 @@ def test_the_entropy_coded_file_decodes_to_exactly_the_quantized_weights(runs):
   state = plan.State(masks=trained['aux']['masks'], codes=None,
                      sparsity=trained['aux']['sparsity'], settings=settings)
   expected = plan.encode(trained['params'], state)
-  stored = container.read(workdir / 'exports' / 'qat_int4' / compress.FILE)
+  stored = container.read(workdir / 'exports' / 'qat_int4' / formats.FILE)
   is_codes = lambda x: isinstance(x, dict) and set(x) == {'q', 'scale'}
   got = jax.tree.leaves(stored['params'], is_leaf=is_codes)
   want = jax.tree.leaves(expected, is_leaf=is_codes)
@@ -186,7 +186,7 @@ def test_sigterm_saves_the_stage_and_a_rerun_ends_identical(runs, tmp_path, monk
   assert not (workdir / 'exports' / 'pruned').exists()
   monkeypatch.undo()
   compress.run(str(workdir), trained_run.config_for(str(workdir), 'compress', PRUNED_ONLY))
-  name = f'exports/pruned/{compress.FILE}'
+  name = f'exports/pruned/{formats.FILE}'
   assert (workdir / name).read_bytes() == (compressed / name).read_bytes()
 
 
@@ -208,7 +208,7 @@ def test_a_killed_compress_run_resumes_to_the_same_file(runs, tmp_path):
   assert not (workdir / 'exports' / 'pruned').exists()
   # The rerun holds the lock the kernel released, resumes the stage and ends identical.
   compress.run(str(workdir), trained_run.config_for(str(workdir), 'compress', PRUNED_ONLY))
-  name = f'exports/pruned/{compress.FILE}'
+  name = f'exports/pruned/{formats.FILE}'
   assert (workdir / name).read_bytes() == (compressed / name).read_bytes()
   final = 3 * STEPS_PER_EPOCH
   ours, theirs = (_model_item(w / 'compress' / 'pruned', final) for w in (workdir, compressed))
@@ -277,7 +277,7 @@ def test_the_report_draws_and_tables_a_reference_run(runs, tmp_path):
   report = {**report, 'reference': {
       **reference, 'equal_accuracy': size_report.equal_accuracy(report['formats'],
                                                                 reference['formats'])}}
-  reporting.write_sizes(tmp_path, report)
+  size_report.write_sizes(tmp_path, report)
   markdown = (tmp_path / 'sizes.md').read_text()
   assert 'At equal accuracy' in markdown and '1.0x' in markdown
   assert (tmp_path / 'sizes.png').read_bytes().startswith(b'\x89PNG')
@@ -294,7 +294,7 @@ def test_predict_classifies_with_a_stage_file(runs):
   images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
   shared = predict.logits(str(workdir), config, 'shared', images)
   # The stage's own weights: 4-bit codebooks, so at most 16 values per kernel.
-  weights = compress.load(workdir / 'exports' / 'shared')
+  weights = formats.read(workdir / 'exports' / 'shared')
   assert all(np.unique(k).size <= 16 for k in _kernels(weights['params']))
   assert not np.allclose(shared, predict.logits(str(workdir), config, 'float32', images))
   with pytest.raises(UserError, match='or a stage --mode=compress exported'):

@@ -7,17 +7,15 @@ import subprocess
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 from PIL import Image
 
-from configs import default
 from conftest import copy_run
 from conftest import tiny_config
 from squeezenet_jax import checkpoints
+from squeezenet_jax import formats
 from squeezenet_jax.training import setup
 from squeezenet_jax import trained_run
 from squeezenet_jax import exports
-from squeezenet_jax import models
 from squeezenet_jax import quantize
 from squeezenet_jax.compression import container
 from squeezenet_jax.deploy import onnx_export
@@ -47,7 +45,7 @@ def _rows(report):
 def test_every_format_is_reported_with_its_files_on_disk(run):
   workdir, _, report = run
   rows = _rows(report)
-  assert list(rows) == [*export.FORMATS, 'onnx', 'onnx_int8']
+  assert list(rows) == [*formats.WEIGHTS, 'onnx', 'onnx_int8']
   for fmt, row in rows.items():
     assert row['bytes'] == checkpoints.directory_bytes(workdir / 'exports' / fmt) > 0
     assert 0 <= row['accuracy'] <= 1
@@ -82,7 +80,7 @@ def test_size_report_files_are_written(run):
   workdir, _, report = run
   assert json.loads((workdir / 'sizes.json').read_text()) == report
   markdown = (workdir / 'sizes.md').read_text()
-  assert all(f'| {fmt} |' in markdown for fmt in (*export.FORMATS, 'onnx', 'onnx_int8',
+  assert all(f'| {fmt} |' in markdown for fmt in (*formats.WEIGHTS, 'onnx', 'onnx_int8',
                                                   'stablehlo'))
   assert 'calibrated on 384 images of `train`' in markdown
   assert (workdir / 'sizes.png').read_bytes().startswith(b'\x89PNG')
@@ -99,7 +97,7 @@ def test_an_export_rescored_from_disk_gives_the_reported_accuracy(run):
   config = workdir_lib.load_config(str(workdir))
   config.data.eval_split = 'validation'
   restored = setup.RestoredRun(str(workdir), config)
-  model = export.load('compressed', workdir / 'exports' / 'compressed')
+  model = formats.read(workdir / 'exports' / 'compressed')
   scores = export.score(restored, model)
   assert scores['accuracy'] == pytest.approx(_rows(report)['compressed']['accuracy'])
 
@@ -141,24 +139,6 @@ def test_checkpoint_accounting_adds_up_to_the_bytes_on_disk(run):
   assert sizes['codec']['arrays']['id'] == 'zstd'
   assert sizes['compression']['model'] == pytest.approx(
       sizes['raw_bytes']['model'] / latest['model_bytes'])
-
-
-@pytest.mark.parametrize('batch_norm', [False, True])
-def test_int8_squeezenet_1_1_is_under_a_megabyte_on_disk(tmp_path, batch_norm):
-  config = default.get_config()  # SqueezeNet 1.1, CIFAR stem, 10 classes
-  config.model.batch_norm = batch_norm
-  model = nnx.eval_shape(lambda: models.create_model(config, rngs=nnx.Rngs(0)))
-  _, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  rng = np.random.default_rng(0)  # random weights of the model's shapes
-  tree = jax.tree.map(lambda x: rng.normal(scale=0.05, size=x.shape).astype(np.float32),
-                      {'params': nnx.to_pure_dict(params),
-                       'batch_stats': nnx.to_pure_dict(batch_stats)})
-  if not batch_norm:  # the paper's model
-    assert sum(x.size for x in jax.tree.leaves(tree['params'])) == 727_626
-  export.save('int8', tree, tmp_path / 'int8', config.export)
-  assert checkpoints.directory_bytes(tmp_path / 'int8') < 1_000_000
-  loaded = export.load('int8', tmp_path / 'int8')
-  assert jax.tree.structure(loaded) == jax.tree.structure(tree)
 
 
 def test_raw_bytes_count_the_arrays_in_memory():
@@ -285,7 +265,7 @@ def test_a_full_disk_during_export_keeps_the_previous_set(run, tmp_path, monkeyp
   def full(*args, **kwargs):
     raise ValueError('RESOURCE_EXHAUSTED: Failed writing: No space left on device')
 
-  monkeypatch.setattr(export.ocp.StandardCheckpointer, 'save', full)
+  monkeypatch.setattr(formats.ocp.StandardCheckpointer, 'save', full)
   with pytest.raises(WriteError, match='could not save the float32 export in .*exports/'
                                        '.partial/float32: No space left on device'):
     export.run(str(workdir), trained_run.config_for(str(workdir), 'export', {'data.eval_split': 'validation'}))

@@ -100,8 +100,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def _config(mode: str, workdir: str | None, args: list[str]):
   """(the config the mode runs with, the arguments left: predict's image paths).
 
-  Checked here, before JAX is imported, so that a bad value fails in a fraction of a
-  second and before anything is written.
+  Checked here, before any data is read or anything written, so that a bad value
+  fails in a second or two.
   """
   from squeezenet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if mode in RUN_MODES:

@@ -277,13 +277,6 @@ def _dropout(layer: nnx.Dropout, x: jax.Array, key, train: bool) -> jax.Array:
   return layer(x, deterministic=False, rngs=key) if train else x
 
 
-def _check_choice(field: str, value: Any, allowed) -> Any:
-  if value not in allowed:
-    raise UserError(f'unknown {field} {value!r}; expected one of: '
-                    f'{", ".join(allowed)}')
-  return value
-
-
 # ----------------------------------------------------------------------------
 # SqueezeNet.
 
@@ -382,9 +375,7 @@ class SqueezeNet(nnx.Module):
   def __init__(self, model_config: ml_collections.ConfigDict, *,
                dtype=jnp.float32, rngs: nnx.Rngs):
     c = model_config
-    version = _check_choice('model.version', c.version, VERSIONS)
-    stem = _check_choice('model.stem', c.stem, STEMS)
-    bypass = _check_choice('model.bypass', c.bypass, BYPASSES)
+    version, stem, bypass = c.version, c.stem, c.bypass
     filters, kernel, stride, padding = _SQUEEZENET_STEMS[version, stem]
     self.conv1 = ConvUnit('conv1', 3, filters, kernel, stride=stride,
                           padding=padding, batch_norm=c.batch_norm, dtype=dtype,
@@ -437,7 +428,7 @@ class AlexNet(nnx.Module):
   def __init__(self, model_config: ml_collections.ConfigDict, *,
                dtype=jnp.float32, rngs: nnx.Rngs):
     c = model_config
-    imagenet = _check_choice('model.stem', c.stem, STEMS) == 'imagenet'
+    imagenet = c.stem == 'imagenet'
     unit = functools.partial(ConvUnit, batch_norm=c.batch_norm, dtype=dtype,
                              rngs=rngs)
     if imagenet:
@@ -472,18 +463,18 @@ class AlexNet(nnx.Module):
     return self.fc8(x).astype(jnp.float32)
 
 
-_MODELS = {'squeezenet': SqueezeNet, 'alexnet': AlexNet}
+MODELS = {'squeezenet': SqueezeNet, 'alexnet': AlexNet}  # model.name -> class
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
   """config.dtype as a jnp dtype: what activations compute in (params stay float32)."""
-  return DTYPES[_check_choice('dtype', config.dtype, DTYPES)]
+  return DTYPES[config.dtype]
 
 
 def create_model(config: ml_collections.ConfigDict, *,
                  rngs: nnx.Rngs) -> nnx.Module:
   """Builds the model named by config.model.name, computing in config.dtype."""
-  model_cls = _MODELS[_check_choice('model.name', config.model.name, _MODELS)]
+  model_cls = MODELS[config.model.name]
   return model_cls(config.model, dtype=compute_dtype(config), rngs=rngs)
 
 

@@ -10,6 +10,7 @@ A workdir is read by the version of this code that wrote it: config.json must ho
 every field the config of this version has.
 """
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import ml_collections
@@ -40,7 +41,7 @@ def parse_args(workdir: str, args: Sequence[str]) -> tuple[dict[str, Any], list[
   flag_values = flags.FlagValues()
   try:
     # `sys_argv`: the overrides ml-collections defines flags for.
-    config_flags.DEFINE_config_dict('config', workdir_lib.load_config(workdir),
+    config_flags.DEFINE_config_dict('config', load_config(workdir),
                                     flag_values=flag_values, sys_argv=argv)
     rest = flag_values(argv)
   except flags.Error as e:
@@ -48,6 +49,13 @@ def parse_args(workdir: str, args: Sequence[str]) -> tuple[dict[str, Any], list[
   except (AttributeError, KeyError) as e:  # ml-collections: an unknown field
     raise UserError(config_utils.unknown_field_message(e, argv)) from None
   return config_flags.get_override_values(flag_values['config']), rest[1:]
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's config.json, refused where it lacks a field a run writes."""
+  config = workdir_lib.load_config(workdir)
+  validation.check_run_config(config, str(Path(workdir) / workdir_lib.CONFIG_FILE))
+  return config
 
 
 def config_for(workdir: str, mode: str, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
@@ -64,7 +72,7 @@ def config_for(workdir: str, mode: str, overrides: dict[str, Any]) -> ml_collect
                         for p in allowed)
       raise UserError(f'--mode={mode} works on the run\'s own model and recipe: '
                       f'--config.{field} cannot change them (it takes {takes})')
-  config = workdir_lib.load_config(workdir)
+  config = load_config(workdir)
   overrides = dict(overrides)
   if ('data.path' in overrides and 'data.source' not in overrides
       and config.data.source != 'folder'):

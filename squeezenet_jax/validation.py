@@ -1,8 +1,9 @@
-"""Every config field's allowed values, checked before a run writes or loads anything.
+"""Every config field's allowed values, checked once, before a run writes or loads anything.
 
 A wrong value fails here with one line naming the field, the value and what is
 allowed, instead of minutes later (or never: a negative learning rate trains,
-upwards).
+upwards). Choice lists belong to the modules that act on them (models, optim, steps,
+sources, compression) and are read from there; those modules trust what passed here.
 """
 
 import math
@@ -12,7 +13,15 @@ from typing import Any, Callable
 import ml_collections
 
 from squeezenet_jax import config_utils
+from squeezenet_jax import models
+from squeezenet_jax.compression import container
+from squeezenet_jax.compression import plan
+from squeezenet_jax.compression import pruning
+from squeezenet_jax.data import archives
+from squeezenet_jax.data import sources
 from squeezenet_jax.errors import UserError
+from squeezenet_jax.training import optim
+from squeezenet_jax.training import steps
 
 
 def _number(x: Any) -> bool:
@@ -52,14 +61,12 @@ def positive_channels(count: int = 3) -> tuple[Callable[[Any], bool], str]:
           f'{count} positive numbers (one per channel)')
 
 
-# field -> (check, what is allowed). The variant fields (model.name, version, stem,
-# bypass, data.source, optimizer, dtype, epoch_loop) are checked by their modules,
-# which know their choices; here they are listed for a complete, early check.
+# field -> (check, what is allowed).
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    'model.name': one_of('squeezenet', 'alexnet'),
-    'model.version': one_of('1.0', '1.1'),
-    'model.stem': one_of('imagenet', 'cifar'),
-    'model.bypass': one_of('none', 'simple', 'complex'),
+    'model.name': one_of(*models.MODELS),
+    'model.version': one_of(*models.VERSIONS),
+    'model.stem': one_of(*models.STEMS),
+    'model.bypass': one_of(*models.BYPASSES),
     'model.batch_norm': one_of(True, False),
     'model.num_classes': at_least(2, integer=True),
     'model.dropout': fraction(),
@@ -69,12 +76,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'model.freq': at_least(1, integer=True),
     'model.pct3x3': (lambda x: _number(x) and 0 < x < 1, 'a number in (0, 1)'),
     'model.squeeze_ratio': above(0),
-    'data.source': one_of('tfds', 'folder', 'synthetic'),
+    'data.source': one_of(*sources.SOURCES),
     'data.image_size': at_least(8, integer=True),
     'data.val_size': at_least(0, integer=True),
     'data.limit': at_least(0, integer=True),
     'data.split_seed': at_least(0, integer=True),
-    'data.eval_split': one_of('', 'train', 'validation', 'test'),
+    'data.eval_split': one_of('', *archives.SPLITS),
     'data.synthetic_train_size': at_least(1, integer=True),
     'data.synthetic_eval_size': at_least(1, integer=True),
     'data.synthetic_num_classes': at_least(2, integer=True),
@@ -82,19 +89,19 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.std': positive_channels(),
     'augment.crop_padding': at_least(0, integer=True),
     'augment.flip': one_of(True, False),
-    'optimizer': one_of('sgd', 'adamw'),
+    'optimizer': one_of(*optim.OPTIMIZERS),
     'learning_rate': above(0),
     'momentum': fraction(),
     'weight_decay': at_least(0),
     'label_smoothing': fraction(),
     'warmup_epochs': at_least(0),
-    'lr_schedule': one_of('cosine', 'linear'),
+    'lr_schedule': one_of(*optim.SCHEDULES),
     'num_epochs': at_least(1, integer=True),
     'batch_size': at_least(1, integer=True),
     'eval_batch_size': at_least(1, integer=True),
-    'dtype': one_of('float32', 'bfloat16'),
+    'dtype': one_of(*models.DTYPES),
     'seed': at_least(0, integer=True),
-    'epoch_loop': one_of('auto', 'scan', 'python'),
+    'epoch_loop': one_of(*steps.EPOCH_LOOPS),
     'eval_every_epochs': at_least(1, integer=True),
     'eval_tta': one_of(True, False),
     'eval_tta_translate': (lambda x: _integer(x) and 0 <= x <= 4, 'an integer from 0 to 4'),
@@ -105,23 +112,23 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'export.bits': (lambda x: _integer(x) and 1 <= x <= 8, 'an integer from 1 to 8'),
     'compress.stages': ((lambda x: isinstance(x, str) and bool(x.strip())),
                         'a comma-separated list of stages (compress.<stage> blocks)'),
-    'compress.coding': one_of('ans', 'packed'),
-    'compress.vector_dtype': one_of('float32', 'float16'),
+    'compress.coding': one_of(*container.CODINGS),
+    'compress.vector_dtype': one_of(*container.RAW_DTYPES),
     'compress.reference_workdir': ((lambda x: isinstance(x, str)), 'a path or empty'),
 }
 
 # The fields of every `compress.<stage>` block (see configs/default.py).
 STAGE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    'method': one_of('prune', 'share', 'qat'),
+    'method': one_of(*plan.METHODS),
     'start': ((lambda x: isinstance(x, str)), "'' (the run's checkpoint) or a stage name"),
     'bits': (lambda x: _integer(x) and 1 <= x <= 8, 'an integer from 1 to 8'),
     'sparsity': fraction(),
-    'scope': one_of('layer', 'global'),
+    'scope': one_of(*pruning.SCOPES),
     'initial_sparsity': fraction(),
     'ramp': fraction(high_open=False),
     'frequency': at_least(1, integer=True),
     'epochs': at_least(0, integer=True),
-    'optimizer': one_of('sgd', 'adamw'),
+    'optimizer': one_of(*optim.OPTIMIZERS),
     'learning_rate': above(0),
     'warmup_epochs': at_least(0),
 }

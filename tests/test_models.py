@@ -228,19 +228,6 @@ def test_simple_bypass_with_mismatched_channels_is_user_error():
   abstract_model(make_config(bypass='complex', freq=1))  # convs cover it
 
 
-@pytest.mark.parametrize('field, value', [
-    ('name', 'resnet'), ('version', '1.2'), ('stem', 'mnist'), ('bypass', 'dense'),
-])
-def test_unknown_choices_are_user_errors(field, value):
-  with pytest.raises(UserError, match=value):
-    abstract_model(make_config(**{field: value}))
-
-
-def test_unknown_dtype_is_user_error():
-  with pytest.raises(UserError, match='float16'):
-    abstract_model(make_config(dtype='float16'))
-
-
 @pytest.mark.parametrize('shape', [(2, 33, 33, 3), (3, 9, 9, 2), (1, 8, 10, 4)])
 def test_window_max_is_a_max_pool_with_its_gradient(shape):
   """The training pool on CPU: reduce_window's values, and its gradient (to each

@@ -5,6 +5,13 @@ import pytest
 from conftest import tiny_config
 from configs import default
 from squeezenet_jax import config_utils
+from squeezenet_jax import models
+from squeezenet_jax.compression import container
+from squeezenet_jax.compression import plan
+from squeezenet_jax.compression import pruning
+from squeezenet_jax.data import sources
+from squeezenet_jax.training import optim
+from squeezenet_jax.training import steps
 from squeezenet_jax import validation
 from squeezenet_jax.errors import UserError
 
@@ -45,3 +52,33 @@ def test_shipped_configs_are_valid():
 
 def test_every_rule_names_a_real_field():
   assert set(validation.RULES) <= set(config_utils.field_names(default.get_config()))
+
+
+@pytest.mark.parametrize('field, owner', [
+    ('model.name', tuple(models.MODELS)), ('model.version', models.VERSIONS),
+    ('model.stem', models.STEMS), ('model.bypass', models.BYPASSES),
+    ('dtype', tuple(models.DTYPES)), ('data.source', sources.SOURCES),
+    ('optimizer', optim.OPTIMIZERS), ('lr_schedule', optim.SCHEDULES),
+    ('epoch_loop', steps.EPOCH_LOOPS), ('compress.coding', container.CODINGS),
+    ('compress.vector_dtype', container.RAW_DTYPES),
+])
+def test_a_choice_is_checked_against_its_owners_list(field, owner):
+  for value in owner:  # each of the owner's choices passes, anything else is refused
+    config = tiny_config()
+    config_utils.set_field(config, field, value)
+    if field == 'model.name' and value == 'alexnet':
+      continue  # AlexNet is checked with its own stem rules elsewhere
+    validation.validate(config)
+  config = tiny_config()
+  config_utils.set_field(config, field, 'no-such-choice')
+  with pytest.raises(UserError, match=f"{field}='no-such-choice'.*one of {', '.join(owner)}"):
+    validation.validate(config)
+
+
+@pytest.mark.parametrize('field, owner', [('method', plan.METHODS), ('scope', pruning.SCOPES)])
+def test_a_stage_choice_is_checked_against_its_owners_list(field, owner):
+  config = tiny_config()
+  config.compress.pruned[field] = 'no-such-choice'
+  with pytest.raises(UserError, match=f"compress.pruned.{field}='no-such-choice'.*"
+                     f"one of {', '.join(owner)}"):
+    validation.validate(config)

@@ -57,7 +57,6 @@ from squeezenet_jax import quantize
 from squeezenet_jax.compression import pruning
 from squeezenet_jax.compression import qat
 from squeezenet_jax.compression import sharing
-from squeezenet_jax.errors import UserError
 
 METHODS = ('prune', 'share', 'qat')
 
@@ -79,10 +78,6 @@ class Settings:
   activation_bits: int | None = None  # qat: also quantize activations (8, with 8-bit weights)
 
   def __post_init__(self):
-    if self.method not in METHODS:
-      raise UserError(f'compression method {self.method!r}: choose one of {METHODS}')
-    if self.scope not in pruning.SCOPES:
-      raise UserError(f'pruning scope {self.scope!r}: choose one of {pruning.SCOPES}')
     if self.method == 'share':
       quantize.check_compression(self.bits, self.sparsity)
     else:

@@ -100,8 +100,6 @@ def magnitude_masks(params: Tree, sparsity: jax.Array | float, scope: str = 'lay
 
   Weights that `previous` pruned rank lowest, so they stay pruned while sparsity grows.
   """
-  if scope not in SCOPES:
-    raise UserError(f'pruning scope {scope!r}: choose one of {SCOPES}')
   previous = full_masks(params) if previous is None else previous
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   prev_leaves = treedef.flatten_up_to(previous)

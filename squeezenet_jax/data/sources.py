@@ -47,9 +47,6 @@ class Source:
 
 def open_source(data_config) -> Source:
   openers = {'tfds': _tfds_source, 'folder': _folder_source, 'synthetic': _synthetic_source}
-  if data_config.source not in openers:
-    raise UserError(f'Unknown data.source={data_config.source!r}; use one of '
-                    f'{", ".join(SOURCES)}.')
   return openers[data_config.source](data_config)
 
 

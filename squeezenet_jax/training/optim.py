@@ -6,7 +6,6 @@ import jax
 import ml_collections
 import optax
 
-from squeezenet_jax.errors import UserError
 
 OPTIMIZERS = ('sgd', 'adamw')
 
@@ -22,12 +21,10 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> op
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.learning_rate,
         warmup_steps=warmup_steps, decay_steps=total_steps, end_value=0.0)
-  if config.lr_schedule == 'linear':
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, config.learning_rate, warmup_steps),
-         optax.linear_schedule(config.learning_rate, 0.0, total_steps - warmup_steps)],
-        [warmup_steps])
-  raise UserError(f'unknown lr_schedule {config.lr_schedule!r}; choose one of {SCHEDULES}')
+  return optax.join_schedules(  # linear
+      [optax.linear_schedule(0.0, config.learning_rate, warmup_steps),
+       optax.linear_schedule(config.learning_rate, 0.0, total_steps - warmup_steps)],
+      [warmup_steps])
 
 
 def _decay_mask(params):
@@ -46,8 +43,6 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> O
     tx = optax.chain(
         optax.add_decayed_weights(config.weight_decay, mask=_decay_mask),
         optax.sgd(schedule, momentum=config.momentum, nesterov=True))
-  elif config.optimizer == 'adamw':
+  else:  # adamw
     tx = optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask)
-  else:
-    raise UserError(f'unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}')
   return Optimizer(tx, schedule)

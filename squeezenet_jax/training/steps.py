@@ -22,7 +22,6 @@ from squeezenet_jax import models
 from squeezenet_jax import rng
 from squeezenet_jax import sharding
 from squeezenet_jax.data import augment
-from squeezenet_jax.errors import UserError
 
 EPOCH_LOOPS = ('auto', 'scan', 'python')
 
@@ -147,8 +146,6 @@ def resolve_epoch_loop(config: ml_collections.ConfigDict) -> str:
   far slower than at top level (jax-ml/jax#12868).
   """
   loop = config.epoch_loop
-  if loop not in EPOCH_LOOPS:
-    raise UserError(f'unknown epoch_loop {loop!r}; choose one of {EPOCH_LOOPS}')
   if loop == 'auto':
     return 'python' if jax.default_backend() == 'cpu' else 'scan'
   return loop

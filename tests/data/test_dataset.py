@@ -397,7 +397,6 @@ def test_folder_error_names_the_file_inside_an_archive(tmp_path):
 @pytest.mark.parametrize('overrides,message', [
     ({'source': 'folder', 'path': '/no/such/dir'}, "data.path '/no/such/dir' does not exist"),
     ({'source': 'folder', 'path': ''}, 'needs data.path'),
-    ({'source': 'csv'}, "Unknown data.source='csv'; use one of tfds, folder, synthetic"),
     ({'source': 'synthetic', 'val_size': 5000}, 'data.val_size=5000 must be between 1 and'),
     ({'source': 'synthetic', 'val_size': 10, 'limit': -1}, 'data.limit=-1 must be >= 0'),
 ])

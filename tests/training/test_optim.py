@@ -4,7 +4,6 @@ import ml_collections
 import numpy as np
 import pytest
 
-from squeezenet_jax.errors import UserError
 from squeezenet_jax.training import optim
 
 
@@ -35,6 +34,3 @@ def test_linear_without_warmup_starts_at_the_peak():
   np.testing.assert_allclose(float(lr(0)), 0.4, rtol=1e-6)
 
 
-def test_unknown_schedule_is_a_user_error():
-  with pytest.raises(UserError, match='lr_schedule'):
-    optim.make_schedule(_config('step'), steps_per_epoch=10)

@@ -21,7 +21,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import qwix
 from flax import nnx
 
 from squeezenet_jax import quantize
@@ -49,7 +48,15 @@ def check_activation_bits(bits: int, activation_bits: int | None) -> None:
 
 def quantize_model(model: nnx.Module, sample: jax.Array, bits: int,
                    activation_bits: int | None = None) -> nnx.Module:
-  """A copy of `model` whose convs/denses run quantized (qwix QT); `sample`: a float batch."""
+  """A copy of `model` whose convs/denses run quantized (qwix QT); `sample`: a float batch.
+
+  qwix is imported here, by the qat stage alone: training, validation and the other
+  stages import this module's checks without it (the GPU image has no qwix).
+  """
+  try:
+    import qwix  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise UserError(f'the qat stage needs qwix ({e}): pip install -r requirements.txt') from e
   check_activation_bits(bits, activation_bits)
   activations = {} if activation_bits is None else {
       # Dynamic range (per call): no calibration state to carry or checkpoint.

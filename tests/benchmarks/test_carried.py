@@ -50,6 +50,20 @@ def test_every_module_the_gpu_run_imports_is_in_the_image_or_carried():
   assert set(NOT_ON_THE_GPU_RUN) <= set(needed)
 
 
+# What `main.py --mode=train` imports before training: main.py imports these in
+# functions, so the at-import graph of main.py alone stops short of them.
+TRAIN_PATH = [REPO_ROOT / 'main.py', REPO_ROOT / 'squeezenet_jax' / 'validation.py',
+              REPO_ROOT / 'squeezenet_jax' / 'training' / 'loop.py',
+              REPO_ROOT / 'squeezenet_jax' / 'runtime.py', REPO_ROOT / 'squeezenet_jax' / 'host.py']
+
+
+def test_training_imports_none_of_the_modules_off_the_gpu_run():
+  needed = import_graph.third_party(TRAIN_PATH, at_import=True)
+  assert not set(needed) & set(NOT_ON_THE_GPU_RUN), {
+      module: sorted(str(p.relative_to(REPO_ROOT)) for p in needed[module])
+      for module in set(needed) & set(NOT_ON_THE_GPU_RUN)}
+
+
 def test_the_carried_wheels_are_pinned_and_not_in_the_image():
   """One version of each, so prepare_offline.sh fetches exactly what was tested; none
   of the image's own, except flax, carried for images whose flax cannot import nnx."""

@@ -72,8 +72,6 @@ def test_layer_masks_prune_each_kernel_and_global_masks_one_threshold(params):
   # Non-kernel leaves are never pruned.
   assert all(np.shape(m) == () and m for path, m in jax.tree_util.tree_flatten_with_path(glob)[0]
              if not quantize.is_kernel(path))
-  with pytest.raises(UserError, match='scope'):
-    pruning.magnitude_masks(params, 0.5, 'channel')
 
 
 def test_previously_pruned_weights_stay_pruned_as_sparsity_grows(params):

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import qwix
 from flax import nnx
 
 from compression_fixtures import tiny_params
@@ -18,7 +19,6 @@ from squeezenet_jax.errors import UserError
 @pytest.mark.parametrize('bits', sorted(qat.QTYPES))
 def test_the_one_encoder_gives_qwix_codes_and_scales(bits):
   """quantize.quantize_kernel is what qwix's quantized forward pass computes."""
-  import qwix  # pylint: disable=g-import-not-at-top
   w = jax.random.normal(jax.random.PRNGKey(bits), (3, 3, 8, 6), jnp.float32)
   w = w.at[..., 0].set(0.0).at[0, 0, 0, 1].set(-5.0)  # a zero channel, a negative extreme
   ours = quantize.quantize_kernel(w, bits)

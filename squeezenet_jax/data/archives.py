@@ -8,12 +8,9 @@ the result is one uint8 array per split with labels indexing sorted class names.
 import concurrent.futures
 import dataclasses
 import io
-import lzma
 import multiprocessing
 import os
 import pathlib
-import tarfile
-import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -77,15 +74,9 @@ def _walk_directory(root: str) -> Iterator[tuple[str, bytes | None]]:
 
 
 def _walk_archive(path: str) -> Iterator[tuple[str, bytes | None]]:
-  """One streaming pass: .xz archives cannot be read any other way cheaply."""
   try:
-    with tarfile.open(path, mode='r|*') as archive:
-      for member in archive:
-        if member.isdir():
-          yield member.name, None
-        elif member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES):
-          yield member.name, archive.extractfile(member).read()
-  except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as e:
+    yield from walk.tar_members(path, lambda name: name.lower().endswith(IMAGE_SUFFIXES))
+  except walk.TAR_ERRORS as e:
     raise UserError(f'data.path {path!r} is neither a directory nor a readable '
                     f'.tar/.tar.gz/.tar.xz archive ({e}).') from e
 

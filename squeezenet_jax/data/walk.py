@@ -1,4 +1,4 @@
-"""The files under a folder, for training folders and predict alike.
+"""The files under a folder or in a tar archive, for training data and predict alike.
 
 Directory links are followed, but no directory is entered twice (a link loop, or a
 link back up the tree, ends there); hidden entries and macOS metadata are left out;
@@ -7,9 +7,12 @@ is reported rather than opened, since opening a pipe blocks forever.
 """
 
 import dataclasses
+import lzma
 import os
 import stat
-from collections.abc import Iterator
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 
@@ -77,3 +80,20 @@ def _walk(directory: Path, prefix: str, seen: set) -> Iterator[Entry]:
       yield from _walk(path, f'{relative}/', seen)
     else:
       yield Entry(relative, path, 'other', why)
+
+
+# What a damaged or truncated tar (plain, gzip, xz or bzip2) raises while it is read.
+TAR_ERRORS = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error, ValueError)
+
+
+def tar_members(path: str | os.PathLike, wanted: Callable[[str], bool]
+                ) -> Iterator[tuple[str, bytes | None]]:
+  """(member name, its bytes, or None for a directory) for the directories and the
+  `wanted` regular files of a tar archive, in one streaming pass (an .xz archive
+  cannot be read any other way cheaply). Raises one of TAR_ERRORS if it is damaged."""
+  with tarfile.open(path, mode='r|*') as archive:
+    for member in archive:
+      if member.isdir():
+        yield member.name, None
+      elif member.isfile() and wanted(member.name):
+        yield member.name, archive.extractfile(member).read()

@@ -16,7 +16,6 @@ import concurrent.futures
 import dataclasses
 import io
 import os
-import tarfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -106,12 +105,11 @@ def _folder(root: Path) -> Iterator[_Item]:
 def _tar(path: Path) -> Iterator[_Item]:
   found = False
   try:
-    with tarfile.open(path, mode='r:*') as archive:
-      for member in archive:
-        if member.isfile() and _is_image(member.name):
-          found = True
-          yield f'{path}:{member.name}', archive.extractfile(member).read()
-  except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+    for name, data in walk.tar_members(path, _is_image):
+      if data is not None:
+        found = True
+        yield f'{path}:{name}', data
+  except walk.TAR_ERRORS as e:
     yield str(path), f'unreadable archive ({e})'
     return
   if not found:

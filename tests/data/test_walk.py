@@ -72,3 +72,23 @@ def test_every_image_mode_becomes_8_bit_rgb_with_its_meaning(tmp_path, mode):
 def test_pixels_of_unknown_range_are_refused():
   with pytest.raises(UserError, match='floating-point pixels'):
     archives.to_rgb(Image.fromarray(np.zeros((4, 4), np.float32)), 'Image x.tif')
+
+
+def test_training_and_predict_read_a_tar_through_one_walker(tmp_path):
+  _png(tmp_path / 'src' / 'train' / 'cat' / 'a.png')
+  (tmp_path / 'src' / 'train' / 'cat' / 'notes.txt').write_text('not an image')
+  import tarfile  # pylint: disable=g-import-not-at-top
+  with tarfile.open(tmp_path / 'data.tar.gz', 'w:gz') as archive:
+    archive.add(tmp_path / 'src' / 'train', arcname='train')
+  members = list(walk.tar_members(tmp_path / 'data.tar.gz', lambda n: n.endswith('.png')))
+  assert [(name, data is None) for name, data in members] == [
+      ('train', True), ('train/cat', True), ('train/cat/a.png', False)]
+  # Truncated mid-stream: training refuses the archive, predict names it.
+  data = (tmp_path / 'data.tar.gz').read_bytes()
+  (tmp_path / 'cut.tar.gz').write_bytes(data[:len(data) // 2])
+  with pytest.raises(walk.TAR_ERRORS):
+    list(walk.tar_members(tmp_path / 'cut.tar.gz', lambda n: True))
+  with pytest.raises(UserError, match='readable .tar'):
+    archives.read_folder(str(tmp_path / 'cut.tar.gz'), 32)
+  result = images_lib.read_images([tmp_path / 'cut.tar.gz'], 32)
+  assert 'unreadable archive' in result.errors[-1][1]

@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from squeezenet_jax.errors import UserError
 
 LLOYD_ITERATIONS = 20
 
@@ -132,6 +131,8 @@ def share_weights(w: np.ndarray, bits: int, prune_fraction: float = 0.0,
   `keep` (w's shape), when given, is the pruning mask instead of `prune_fraction`:
   e.g. the mask that pruning with retraining left.
   """
+  if not 1 <= bits <= 8:  # the codes are uint8
+    raise ValueError(f'share_weights: bits={bits} is outside 1..8')
   w = np.asarray(w, np.float32)
   keep = (prune_mask(w, prune_fraction) if keep is None else np.asarray(keep, bool)).ravel()
   kept = w.ravel()[keep]
@@ -142,15 +143,7 @@ def share_weights(w: np.ndarray, bits: int, prune_fraction: float = 0.0,
   return SharedWeights(codebook=codebook, indices=indices, shape=w.shape)
 
 
-def check_compression(bits: int, prune_fraction: float) -> None:
-  if not 1 <= bits <= 8:
-    raise UserError(f'export.bits={bits}: the codebook needs 1 to 8 bits per weight')
-  if not 0 <= prune_fraction < 1:
-    raise UserError(f'export.prune_fraction={prune_fraction}: must be in [0, 1)')
-
-
 def encode_compressed(tree: Tree, bits: int, prune_fraction: float) -> Tree:
-  check_compression(bits, prune_fraction)
   return map_kernels(lambda w: share_weights(w, bits, prune_fraction), tree)
 
 

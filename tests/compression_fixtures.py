@@ -8,7 +8,6 @@ from flax import nnx
 
 from conftest import tiny_config
 from squeezenet_jax import models
-from squeezenet_jax.compression import plan
 
 
 def tiny_params(seed: int = 0, **overrides):
@@ -26,15 +25,15 @@ def toy_step(tx: optax.GradientTransformation, targets):
   """A compiled step of a compress plan on a toy loss pulling every weight to `targets`.
 
   (trainable, opt_state, state, i) -> (trainable, opt_state, state, updates): the
-  optax update through `plan.effective_params`, then `plan.after_update`, as the
+  optax update through `Stage.to_params`, then `Stage.after_update`, as the
   trainer's step does, without a model or data.
   """
   @jax.jit
   def step(trainable, opt_state, state, i):
     def loss(t):
-      p = plan.effective_params(t, state)
+      p = state.to_params(t)
       return sum(jnp.sum((a - b)**2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(targets)))
     updates, opt_state = tx.update(jax.grad(loss)(trainable), opt_state, trainable)
-    trainable, state = plan.after_update(optax.apply_updates(trainable, updates), state, i)
+    trainable, state = state.after_update(optax.apply_updates(trainable, updates), i)
     return trainable, opt_state, state, updates
   return step

@@ -35,6 +35,9 @@ from squeezenet_jax.errors import UserError
     ('data.std', (1.0, 0.0, 1.0), '3 positive numbers'),
     ('model.bypass', 'weird', 'one of none, simple, complex'),
     ('export.bits', 9, 'an integer from 1 to 8'),
+    ('export.bits', 0, 'an integer from 1 to 8'),
+    ('export.prune_fraction', 1.0, 'a number in [0, 1)'),
+    ('export.prune_fraction', -0.1, 'a number in [0, 1)'),
 ])
 def test_a_field_out_of_range_names_field_value_and_range(field, value, allowed):
   config = tiny_config()
@@ -81,4 +84,23 @@ def test_a_stage_choice_is_checked_against_its_owners_list(field, owner):
   config.compress.pruned[field] = 'no-such-choice'
   with pytest.raises(UserError, match=f"compress.pruned.{field}='no-such-choice'.*"
                      f"one of {', '.join(owner)}"):
+    validation.validate(config)
+
+
+@pytest.mark.parametrize('stage, fields, message', [
+    ('qat_int4', {'bits': 3}, 'bits=3 is not allowed with method qat: it must be one of 8, 4'),
+    ('pruned', {'bits': 2}, 'bits=2 is not allowed with method prune'),
+    ('shared', {'bits': 9}, 'compress.shared.bits=9 is not allowed'),
+    ('pruned', {'sparsity': 1.0}, 'compress.pruned.sparsity=1.0 is not allowed'),
+    ('pruned', {'sparsity': 0.3, 'initial_sparsity': 0.5}, 'initial_sparsity=0.5 exceeds'),
+    ('pruned', {'ramp': 1.5}, 'compress.pruned.ramp=1.5 is not allowed'),
+    ('pruned', {'frequency': 0}, 'compress.pruned.frequency=0 is not allowed'),
+])
+def test_compression_settings_are_checked_here_alone(stage, fields, message):
+  """The compression library trusts what passed here: no second check of these."""
+  config = tiny_config()
+  config.compress.stages = stage
+  for field, value in fields.items():
+    config.compress[stage][field] = value
+  with pytest.raises(UserError, match=message):
     validation.validate(config)

@@ -5,5 +5,5 @@ sharing    trained weight sharing: fixed k-means codes, trainable centroids
 qat        quantization-aware training to int8/int4 weights with qwix
 entropy    ANS coding of symbol streams (constriction)
 container  the compressed-model file: entropy-coded kernels, float vectors
-plan       prepare / effective_params / after_update / encode: the trainer's contract
+plan       prepare -> a Stage (to_params / after_update / encode): what the trainer sees
 """

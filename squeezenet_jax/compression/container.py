@@ -113,10 +113,8 @@ def _entry(leaf: Any, coding: str, raw_dtype: str) -> tuple[dict[str, Any], byte
 def write(path: str | os.PathLike, tree: Tree, coding: str = 'ans',
           raw_dtype: str = 'float32') -> int:
   """Writes an encoded tree (float, shared and linear leaves); returns the file's bytes."""
-  if coding not in CODINGS:
-    raise UserError(f'coding {coding!r}: choose one of {CODINGS}')
-  if raw_dtype not in RAW_DTYPES:
-    raise UserError(f'raw_dtype {raw_dtype!r}: choose one of {RAW_DTYPES}')
+  if coding not in CODINGS or raw_dtype not in RAW_DTYPES:  # validation checked the config's
+    raise ValueError(f'coding={coding!r}, raw_dtype={raw_dtype!r}: not in {CODINGS}, {RAW_DTYPES}')
   leaves, payload = [], []
   for keys, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_encoded)[0]:
     entry, data = _entry(leaf, coding, raw_dtype)

@@ -10,33 +10,22 @@ One stage of `--mode=compress` is one `Settings.method`:
           with activations; zeros of an earlier stage stay pruned.
 
 Stages chain through their float params: prune, then `share` or `qat` on
-`effective_params(trainable, state)` of the pruned model (Deep Compression is
+`stage.to_params(trainable)` of the pruned model (Deep Compression is
 prune -> share -> entropy code).
 
-The contract with the trainer (all functions below are pure; those marked jit run
-inside the compiled step). Params are nnx pure dicts (`nnx.to_pure_dict`), which
-`nnx.merge` accepts as they are:
+The contract with the trainer: a stage is a `Stage`, a pytree the train state carries
+beside the params it trains (plain training carries `steps.Plain`, with the same
+methods). Params are nnx pure dicts (`nnx.to_pure_dict`), which `nnx.merge` accepts:
 
-  trainable, state = prepare(params, settings)      # host, once per stage
+  trainable, stage = prepare(params, settings)       # host, once per stage
   model = transform_model(model, sample, settings)   # host, before nnx.split: the
       # graphdef the train step merges with (qwix's quantized model for `qat`, the
       # same model otherwise). Eval and export use the plain model.
-  opt_state = tx.init(trainable)                     # the optimizer sees `trainable`
-  # in the step, under jit:
-  def loss_fn(trainable, batch_stats):
-    params = effective_params(trainable, state)      # jit: what the model sees
-    model = nnx.merge(graphdef, params, batch_stats, copy=True) ...
-  updates, opt_state = tx.update(grads, opt_state, trainable)
-  trainable = optax.apply_updates(trainable, updates)
-  trainable, state = after_update(trainable, state, step)   # jit; step = updates
-      # applied in this stage so far, this one included (1, 2, ...)
-  # checkpoint `trainable` (in place of params), `state` (a pytree of arrays; its
-  # settings are static) and opt_state. To resume, rebuild the targets with
-  # prepare(start params, settings) (deterministic) and restore into them.
-  # at the end, on the host:
-  encoded = encode(trainable, state)                 # params with kernels as codes
-  container.write(path, {'params': encoded, 'batch_stats': ...})
-  quantize.dequantize(container.read(path))          # float32 model, as evaluated
+  # in the step, under jit (step = updates applied in this stage, this one included):
+  params = stage.to_params(trainable)                # what the model sees; differentiable
+  trainable, stage = stage.after_update(trainable, step)
+  # checkpointed with the params; rebuilt by prepare() (deterministic) to resume.
+  encoded = stage.encode(trainable)                  # host: params with kernels as codes
 
 `trainable` has the params' tree structure; only `share` changes leaf shapes (a
 kernel's leaf is its 2**bits - 1 centroids, 1-D, so the optimizer's ndim > 1 weight
@@ -77,15 +66,6 @@ class Settings:
   frequency: int = 1  # prune: steps between mask updates
   activation_bits: int | None = None  # qat: also quantize activations (8, with 8-bit weights)
 
-  def __post_init__(self):
-    if self.method == 'share':
-      quantize.check_compression(self.bits, self.sparsity)
-    else:
-      qat.qtype(self.bits, f'{self.method} bits')
-      qat.check_activation_bits(self.bits, self.activation_bits)
-    if self.method == 'prune':
-      self.schedule()  # validates the schedule
-
   def schedule(self) -> pruning.Schedule:
     return pruning.Schedule(final_sparsity=self.sparsity, begin_step=self.begin_step,
                             end_step=self.end_step, initial_sparsity=self.initial_sparsity,
@@ -93,13 +73,42 @@ class Settings:
 
 
 @flax.struct.dataclass
-class State:
-  """A stage's arrays: `masks` (prune, qat; True = kept), `codes` (share), `sparsity`."""
+class Stage:
+  """A stage's arrays: `masks` (prune, qat; True = kept), `codes` (share), `sparsity`;
+  its settings are static."""
 
   masks: Tree | None
   codes: Tree | None
   sparsity: jax.Array  # the schedule's target at the last mask update
   settings: Settings = flax.struct.field(pytree_node=False)
+
+  def to_params(self, trainable: Tree) -> Tree:
+    """The params the forward pass uses (jittable, differentiable in `trainable`)."""
+    if self.codes is not None:
+      return sharing.kernels(trainable, self.codes)
+    # Masking here too gives pruned weights zero gradients (clean optimizer state).
+    return pruning.apply_masks(trainable, self.masks)
+
+  def after_update(self, trainable: Tree, step: jax.Array | int) -> tuple[Tree, 'Stage']:
+    """After the optimizer's update: new masks when the schedule moves, pruned weights to 0."""
+    if self.masks is None:
+      return trainable, self
+    masks = self.masks
+    target = self.sparsity
+    if self.settings.method == 'prune':
+      schedule = self.settings.schedule()
+      update = schedule.is_update(step)
+      target = jnp.where(update, schedule(step), self.sparsity)
+      masks = jax.lax.cond(
+          update, lambda: pruning.magnitude_masks(trainable, target, self.settings.scope, masks),
+          lambda: masks)
+    return pruning.apply_masks(trainable, masks), self.replace(masks=masks, sparsity=target)
+
+  def encode(self, trainable: Tree) -> Tree:
+    """The model with kernels as codes: `quantize.SharedWeights` or `{'q', 'scale'}`."""
+    if self.codes is not None:
+      return sharing.to_shared(trainable, self.codes)
+    return qat.encode(jax.device_get(self.to_params(trainable)), self.settings.bits)
 
 
 def _zeros_pruned(params: Tree) -> Tree:
@@ -109,7 +118,7 @@ def _zeros_pruned(params: Tree) -> Tree:
       jax.device_get(params))
 
 
-def prepare(params: Tree, settings: Settings) -> tuple[Tree, State]:
+def prepare(params: Tree, settings: Settings) -> tuple[Tree, Stage]:
   """(trainable, state) for a stage starting from float `params` (an nnx pure dict)."""
   paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   if not any(quantize.is_kernel(path) for path in paths):
@@ -120,39 +129,15 @@ def prepare(params: Tree, settings: Settings) -> tuple[Tree, State]:
   zero = jnp.zeros((), jnp.float32)
   if settings.method == 'share':
     trainable, codes = sharing.prepare(params, settings.bits, settings.sparsity)
-    return jax.tree.map(jnp.asarray, trainable), State(
+    return jax.tree.map(jnp.asarray, trainable), Stage(
         masks=None, codes=jax.tree.map(jnp.asarray, codes), sparsity=zero, settings=settings)
   masks = _zeros_pruned(params)
   if settings.method == 'prune':
     target = settings.schedule()(0)
     masks = pruning.magnitude_masks(params, target, settings.scope, previous=masks)
-    return pruning.apply_masks(params, masks), State(masks=masks, codes=None, sparsity=target,
+    return pruning.apply_masks(params, masks), Stage(masks=masks, codes=None, sparsity=target,
                                                      settings=settings)
-  return params, State(masks=masks, codes=None, sparsity=zero, settings=settings)
-
-
-def effective_params(trainable: Tree, state: State) -> Tree:
-  """The params the forward pass uses (jittable, differentiable in `trainable`)."""
-  if state.codes is not None:
-    return sharing.kernels(trainable, state.codes)
-  # Masking here too gives pruned weights zero gradients (clean optimizer state).
-  return pruning.apply_masks(trainable, state.masks)
-
-
-def after_update(trainable: Tree, state: State, step: jax.Array | int) -> tuple[Tree, State]:
-  """After the optimizer's update: new masks when the schedule moves, pruned weights to 0."""
-  if state.masks is None:
-    return trainable, state
-  masks = state.masks
-  target = state.sparsity
-  if state.settings.method == 'prune':
-    schedule = state.settings.schedule()
-    update = schedule.is_update(step)
-    target = jnp.where(update, schedule(step), state.sparsity)
-    masks = jax.lax.cond(
-        update, lambda: pruning.magnitude_masks(trainable, target, state.settings.scope, masks),
-        lambda: masks)
-  return pruning.apply_masks(trainable, masks), state.replace(masks=masks, sparsity=target)
+  return params, Stage(masks=masks, codes=None, sparsity=zero, settings=settings)
 
 
 def transform_model(model: nnx.Module, sample: jax.Array, settings: Settings) -> nnx.Module:
@@ -160,15 +145,6 @@ def transform_model(model: nnx.Module, sample: jax.Array, settings: Settings) ->
   if settings.method != 'qat':
     return model
   return qat.quantize_model(model, sample, settings.bits, settings.activation_bits)
-
-
-def encode(trainable: Tree, state: State) -> Tree:
-  """The stage's model with kernels as codes: `quantize.SharedWeights` or `{'q', 'scale'}`."""
-  if state.codes is not None:
-    return sharing.to_shared(trainable, state.codes)
-  params = jax.device_get(effective_params(trainable, state))
-  bits = state.settings.bits
-  return qat.encode(params, bits)
 
 
 def sparsity(encoded: Tree) -> float:

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from squeezenet_jax import quantize
-from squeezenet_jax.errors import UserError
 
 SCOPES = ('layer', 'global')
 
@@ -43,19 +42,6 @@ class Schedule:
   end_step: int = 0
   initial_sparsity: float = 0.0
   frequency: int = 1
-
-  def __post_init__(self):
-    for name in ('initial_sparsity', 'final_sparsity'):
-      if not 0 <= getattr(self, name) < 1:
-        raise UserError(f'{name}={getattr(self, name)}: must be in [0, 1)')
-    if self.initial_sparsity > self.final_sparsity:
-      raise UserError(f'initial_sparsity={self.initial_sparsity} exceeds '
-                      f'final_sparsity={self.final_sparsity}')
-    if not 0 <= self.begin_step <= self.end_step:
-      raise UserError(f'pruning steps: need 0 <= begin_step ({self.begin_step}) <= '
-                      f'end_step ({self.end_step})')
-    if self.frequency < 1:
-      raise UserError(f'pruning frequency={self.frequency}: must be at least 1')
 
   def __call__(self, step: jax.Array | int) -> jax.Array:
     """The target sparsity at `step`, as the last mask update before it set it."""

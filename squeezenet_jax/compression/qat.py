@@ -31,10 +31,8 @@ QTYPES = {8: jnp.int8, 4: jnp.int4}
 Tree = dict[str, Any]
 
 
-def qtype(bits: int, what: str = 'bits'):
+def qtype(bits: int):
   """The qwix dtype of `bits`-bit codes (8 or 4)."""
-  if bits not in QTYPES:
-    raise UserError(f'{what}={bits}: quantization-aware training supports {sorted(QTYPES)} bits')
   return QTYPES[bits]
 
 
@@ -60,8 +58,8 @@ def quantize_model(model: nnx.Module, sample: jax.Array, bits: int,
   check_activation_bits(bits, activation_bits)
   activations = {} if activation_bits is None else {
       # Dynamic range (per call): no calibration state to carry or checkpoint.
-      'act_qtype': qtype(activation_bits, 'activation bits'), 'act_static_scale': False}
-  rule = qwix.QtRule(module_path='.*', weight_qtype=qtype(bits, 'weight bits'), **activations)
+      'act_qtype': qtype(activation_bits), 'act_static_scale': False}
+  rule = qwix.QtRule(module_path='.*', weight_qtype=qtype(bits), **activations)
   # skip_nnx_init: QT with dynamic ranges creates no variables, so qwix's eager first
   # call (an op-by-op forward pass, slow) has nothing to set up.
   return qwix.quantize_model(model, qwix.QtProvider([rule]), sample, train=False,
@@ -75,5 +73,4 @@ def _encode(params: Tree, bits: int) -> Tree:
 
 def encode(params: Tree, bits: int) -> Tree:
   """Kernels as qwix codes + scales, other leaves as they are (numpy; one compiled program)."""
-  qtype(bits, 'weight bits')
   return jax.device_get(_encode(params, bits))

@@ -37,7 +37,6 @@ def prepare(params: Tree, bits: int, prune_fraction: float = 0.0) -> tuple[Tree,
   Weights that are already zero stay pruned; `prune_fraction` prunes the smallest
   further (post-training pruning, as `--mode=export` does).
   """
-  quantize.check_compression(bits, prune_fraction)
   params = jax.device_get(params)
   shared = quantize.map_kernels(lambda w: _share(w, bits, prune_fraction), params)
   is_shared = lambda x: isinstance(x, quantize.SharedWeights)

@@ -49,7 +49,6 @@ from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import export
 from squeezenet_jax.training import loop
 from squeezenet_jax.training import setup
-from squeezenet_jax.training import steps as steps_lib
 
 COMPRESS_DIR = 'compress'
 STAGE_FILE = 'stage.json'  # a stage's settings, for the check on rerun
@@ -57,7 +56,6 @@ EXPORT_FILE = 'export.json'  # a finished stage's sizes.json row
 # The run's recipe fields a stage sets: run field -> stage field.
 _RECIPE = {'num_epochs': 'epochs', 'optimizer': 'optimizer', 'learning_rate': 'learning_rate',
            'warmup_epochs': 'warmup_epochs'}
-TRANSFORM = steps_lib.ParamTransform(plan.effective_params, plan.after_update)
 
 Tree = dict[str, Any]
 
@@ -121,16 +119,15 @@ def _check_record(directory: Path, record: dict[str, Any]) -> None:
 
 def _fine_tune(graphdef: nnx.GraphDef, start: Start, settings: plan.Settings,
                key: jax.Array, image_shape: tuple[int, ...]) -> setup.FineTune:
-  """The stage's starting point: prepared trainable tree and state, and its graph."""
-  trainable, aux = plan.prepare(start.params, settings)
+  """The stage's starting point: prepared trainable tree and stage, and its graph."""
+  trainable, stage = plan.prepare(start.params, settings)
   model = nnx.merge(graphdef, start.params, start.batch_stats)
   # qwix traces the model on a sample batch to find the layers it quantizes.
   sample = jnp.zeros((1,) + image_shape, jnp.float32)
   train_graphdef = nnx.split(plan.transform_model(model, sample, settings),
                              nnx.Param, nnx.BatchStat)[0]
   return setup.FineTune(graphdef=train_graphdef, variables={
-      'params': trainable, 'batch_stats': start.batch_stats}, aux=aux, transform=TRANSFORM,
-                        rng=key)
+      'params': trainable, 'batch_stats': start.batch_stats}, stage=stage, rng=key)
 
 
 def _export_row(restored: setup.RestoredRun, name: str, stage: ml_collections.ConfigDict,
@@ -171,13 +168,13 @@ def run_stage(name: str, config: ml_collections.ConfigDict, restored: setup.Rest
   if not (row and row.get('step') == step
           and (exports.exports_dir(workdir) / name / formats.FILE).exists()):
     export_dir = transaction.directory(name)
-    encoded = plan.encode(trainer.state.params, trainer.state.aux)
+    encoded = trainer.state.stage.encode(trainer.state.params)
     stored = formats.write_codes(export_dir, encoded,
                                  jax.device_get(nnx.to_pure_dict(trainer.state.batch_stats)),
                                  config.compress)
     row = {**_export_row(restored, name, stage, export_dir, stored, epochs), 'step': step}
     workdir_lib.write_json(saved_row, row)
-  params = jax.device_get(plan.effective_params(trainer.state.params, trainer.state.aux))
+  params = jax.device_get(trainer.model_vars['params'])
   return row, Start(params, trainer.state.batch_stats, epochs, record)
 
 

@@ -146,15 +146,14 @@ class Scorer:
 class FineTune:
   """Where a fine-tuning run starts instead of a fresh initialisation (`--mode=compress`).
 
-  `variables['params']` is what is trained (the `transform`'s trainable tree), `aux`
-  what the transform carries beside it; `graphdef` is the graph that training and
-  evaluation run on `transform.to_params(trainable, aux)` (e.g. qwix's quantized
-  model, so validation scores the quantized forward pass).
+  `variables['params']` is what is trained (the stage's trainable tree) and `stage`
+  what the step runs it through (`compression.plan.Stage`); `graphdef` is the graph
+  that training and evaluation run on `stage.to_params(trainable)` (e.g. qwix's
+  quantized model, so validation scores the quantized forward pass).
   """
   graphdef: nnx.GraphDef
   variables: dict[str, Any]
-  aux: Any
-  transform: steps_lib.ParamTransform
+  stage: Any
   rng: jax.Array  # root key of the fine-tuning's random streams
 
 
@@ -182,24 +181,20 @@ class Trainer:
     self.optimizer = optim.make_optimizer(config, self.steps_per_epoch)
     if fine_tune is None:
       self.graphdef, variables = init_model(config)
-      train_graphdef, aux, transform = self.graphdef, None, steps_lib.IDENTITY
-      root = rng.root_key(config.seed)
+      stage, root = steps_lib.Plain(), rng.root_key(config.seed)
     else:
-      self.graphdef = train_graphdef = fine_tune.graphdef
-      variables, aux, transform = fine_tune.variables, fine_tune.aux, fine_tune.transform
-      root = fine_tune.rng
+      self.graphdef, variables = fine_tune.graphdef, fine_tune.variables
+      stage, root = fine_tune.stage, fine_tune.rng
     state = steps_lib.TrainState(
         step=np.zeros((), np.int32), params=variables['params'],
         batch_stats=variables['batch_stats'], opt_state=self.optimizer.tx.init(
-            variables['params']), rng=root, aux=aux)
+            variables['params']), rng=root, stage=stage)
     replicated = sharding.replicated(self.mesh)
     self.state_sharding = jax.tree.map(lambda _: replicated, state)
     self.state = sharding.put(state, replicated)
     self.scorer = Scorer(config, self.graphdef, dataset, self.mesh)
-    self._train_step = steps_lib.make_train_step(train_graphdef, self.optimizer.tx, config,
-                                                 transform)
-    self._to_params = (None if transform is steps_lib.IDENTITY
-                       else jax.jit(transform.to_params))
+    self._train_step = steps_lib.make_train_step(self.graphdef, self.optimizer.tx, config)
+    self._to_params = jax.jit(lambda params, stage: stage.to_params(params))
     self.compile_seconds = 0.0  # set by compile_epoch
 
   @property
@@ -208,11 +203,9 @@ class Trainer:
 
   @property
   def model_vars(self) -> ModelVars:
-    """The variables the model runs with (after the fine-tuning's transform, if any)."""
-    params = self.state.params
-    if self._to_params is not None:
-      params = self._to_params(params, self.state.aux)
-    return {'params': params, 'batch_stats': self.state.batch_stats}
+    """The variables the model runs with (through the stage: the params in plain training)."""
+    return {'params': self._to_params(self.state.params, self.state.stage),
+            'batch_stats': self.state.batch_stats}
 
   def score(self, name: str, tta: bool = False) -> dict[str, float]:
     return self.scorer(self.model_vars, name, tta=tta)

@@ -9,7 +9,7 @@ time over the same batches and keys (`resolve_epoch_loop`).
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import flax
 import jax
@@ -27,21 +27,36 @@ EPOCH_LOOPS = ('auto', 'scan', 'python')
 
 
 @flax.struct.dataclass
+class Plain:
+  """Plain training's stage: the trained params are the model's, nothing follows an update.
+
+  `--mode=compress` trains something else (masked weights, shared-weight centroids):
+  its stage, `compression.plan.Stage`, has these two methods and carries its arrays.
+  Both run inside the compiled step.
+  """
+
+  def to_params(self, trainable: Any) -> Any:
+    return trainable
+
+  def after_update(self, trainable: Any, step: jax.Array) -> tuple[Any, 'Plain']:
+    del step
+    return trainable, self
+
+
+@flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  params: nnx.State
+  params: nnx.State  # what is trained: the model's params, or a compress stage's tree
   batch_stats: nnx.State
   opt_state: optax.OptState
   rng: jax.Array  # the root key of `rng.streams`
-  # What a `ParamTransform` needs besides the trainable params (e.g. pruning masks,
-  # weight-sharing codes); None in plain training. Checkpointed in the `model` item.
-  aux: Any = None
+  stage: Any = Plain()  # checkpointed in the `model` item, unless Plain
 
   def to_items(self) -> dict[str, Any]:
     """The checkpoint items (see checkpoints.ITEMS)."""
     model = {'params': self.params, 'batch_stats': self.batch_stats}
-    if self.aux is not None:
-      model['aux'] = self.aux
+    if not isinstance(self.stage, Plain):
+      model['stage'] = self.stage
     return {'model': model, 'opt_state': self.opt_state,
             'progress': {'step': self.step, 'rng': self.rng}}
 
@@ -49,24 +64,7 @@ class TrainState:
   def from_items(cls, items: dict[str, Any]) -> 'TrainState':
     return cls(step=items['progress']['step'], rng=items['progress']['rng'],
                params=items['model']['params'], batch_stats=items['model']['batch_stats'],
-               opt_state=items['opt_state'], aux=items['model'].get('aux'))
-
-
-class ParamTransform(NamedTuple):
-  """Training something other than the model's params (`--mode=compress`).
-
-  `to_params(trainable, aux)` gives the params the model runs with (inside the loss,
-  so gradients flow to `trainable`: masked weights, centroids of shared weights);
-  `after_update(trainable, aux, step)` runs after the optimizer's update, `step`
-  counting the updates applied so far, this one included (new pruning masks, pruned
-  weights back to zero). Both are traced into the compiled step.
-  """
-  to_params: Callable[[Any, Any], Any]
-  after_update: Callable[[Any, Any, jax.Array], tuple[Any, Any]]
-
-
-# Plain training: the params are what the model runs with, and nothing follows an update.
-IDENTITY = ParamTransform(lambda params, aux: params, lambda params, aux, step: (params, aux))
+               opt_state=items['opt_state'], stage=items['model'].get('stage', Plain()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,14 +89,13 @@ def _normalizer(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict,
-                    transform: ParamTransform = IDENTITY) -> Callable:
+                    config: ml_collections.ConfigDict) -> Callable:
   """One SGD step on a uint8 batch: augment, normalise, forward, backward, update.
 
   Besides loss and correct predictions it reports the global norms of the gradient,
   the update and the parameters after it, so that `metrics.jsonl` shows how training
-  moves, not only where it ends. With a `transform`, `state.params` holds what is
-  trained and the model runs with `transform.to_params(state.params, state.aux)`.
+  moves, not only where it ends. The model runs with
+  `state.stage.to_params(state.params)`: the params themselves in plain training.
   """
   normalize = _normalizer(config)
 
@@ -110,8 +107,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
     def loss_fn(params, batch_stats):
       # copy=True: fresh Variables at this trace level, so BatchNorm may update them.
-      model = nnx.merge(graphdef, transform.to_params(params, state.aux), batch_stats,
-                        copy=True)
+      model = nnx.merge(graphdef, state.stage.to_params(params), batch_stats, copy=True)
       logits = model(x, train=True, rngs=dropout_key)
       loss = cross_entropy(logits, labels, config.label_smoothing).mean()
       return loss, (logits, nnx.state(model, nnx.BatchStat))
@@ -119,10 +115,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state.batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params, aux = transform.after_update(optax.apply_updates(state.params, updates),
-                                         state.aux, state.step + 1)
+    params, stage = state.stage.after_update(optax.apply_updates(state.params, updates),
+                                             state.step + 1)
     state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                          opt_state=opt_state, aux=aux)
+                          opt_state=opt_state, stage=stage)
     return state, {'loss': loss, 'correct': jnp.sum(jnp.argmax(logits, -1) == labels),
                    'grad_norm': optax.tree.norm(grads),
                    'update_norm': optax.tree.norm(updates),

@@ -11,7 +11,6 @@ from compression_fixtures import toy_step
 from squeezenet_jax import quantize
 from squeezenet_jax.compression import plan
 from squeezenet_jax.compression import pruning
-from squeezenet_jax.errors import UserError
 
 
 @pytest.fixture(scope='module')
@@ -46,16 +45,6 @@ def test_schedule_is_cubic_from_initial_at_begin_to_final_at_end():
   ragged_updates = jax.vmap(pruning.Schedule(final_sparsity=0.5, end_step=25,
                                              frequency=10).is_update)(jnp.arange(40))
   np.testing.assert_array_equal(np.flatnonzero(ragged_updates), [0, 10, 20, 25])
-
-
-@pytest.mark.parametrize('kwargs', [
-    {'final_sparsity': 1.0},
-    {'final_sparsity': 0.2, 'initial_sparsity': 0.5},
-    {'final_sparsity': 0.5, 'begin_step': 5, 'end_step': 2},
-    {'final_sparsity': 0.5, 'frequency': 0}])
-def test_bad_schedules_are_user_errors(kwargs):
-  with pytest.raises(UserError):
-    pruning.Schedule(**kwargs)
 
 
 def test_layer_masks_prune_each_kernel_and_global_masks_one_threshold(params):

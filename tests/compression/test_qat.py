@@ -50,7 +50,7 @@ def test_qat_forward_equals_the_dequantized_export_forward(bits=4):
 
   @jax.jit
   def forward(trainable, batch_stats, images):
-    params = template(plan.effective_params(trainable, state))
+    params = template(state.to_params(trainable))
     return nnx.merge(graphdef, params, batch_stats, copy=True)(images, train=False)
 
   @jax.jit
@@ -58,7 +58,7 @@ def test_qat_forward_equals_the_dequantized_export_forward(bits=4):
     return nnx.merge(plain_graphdef, template(params), batch_stats, copy=True)(images,
                                                                              train=False)
 
-  exported = plan.encode(trainable, state)
+  exported = state.encode(trainable)
   weights = quantize.dequantize(exported)
   assert plan.sparsity(exported) >= 0.5 - 1e-3  # pruned weights are code 0
   for path, w in jax.tree_util.tree_flatten_with_path(weights)[0]:
@@ -73,7 +73,7 @@ def test_qat_forward_equals_the_dequantized_export_forward(bits=4):
 
   # The straight-through gradient reaches every kernel.
   def loss(trainable):
-    params = template(plan.effective_params(trainable, state))
+    params = template(state.to_params(trainable))
     out = nnx.merge(graphdef, params, batch_stats, copy=True)(
         images, train=True, rngs=jax.random.PRNGKey(1))
     return jnp.mean(out**2)
@@ -84,10 +84,7 @@ def test_qat_forward_equals_the_dequantized_export_forward(bits=4):
       assert np.any(np.asarray(g) != 0)
 
 
-def test_unsupported_bits_are_user_errors():
-  with pytest.raises(UserError, match='qat bits'):
-    plan.Settings('qat', bits=3)
+def test_quantized_activations_need_8_bit_weights():
+  qat.check_activation_bits(8, 8)
   with pytest.raises(UserError, match='activation'):
-    plan.Settings('qat', bits=4, activation_bits=8)
-  with pytest.raises(UserError, match='weight bits'):
-    qat.encode({'kernel': np.ones((2, 2), np.float32)}, 2)
+    qat.check_activation_bits(4, 8)

@@ -74,13 +74,13 @@ def test_training_moves_centroids_and_keeps_assignments(params):
     trainable, opt_state, state, _ = step(trainable, opt_state, state, i)
   end = jax.device_get(trainable)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.codes), codes)
-  weights = jax.device_get(plan.effective_params(trainable, state))
+  weights = jax.device_get(state.to_params(trainable))
   for path in _kernel_paths(params):
     used = np.bincount(_at(codes, path).ravel(), minlength=16)[1:] > 0
     assert np.all(_at(end, path)[used] > _at(start, path)[used])  # pulled towards 1
     np.testing.assert_array_equal(_at(weights, path)[_at(codes, path) == 0], 0.0)
   # The export is the trained codebook with the same assignments.
-  shared = plan.encode(trainable, state)
+  shared = state.encode(trainable)
   for path in _kernel_paths(params):
     leaf = shared
     for key in path:

@@ -59,7 +59,7 @@ def _rows(report):
 
 
 def _model_item(directory, step):
-  """A stage checkpoint's `model` item as saved (trainable params, BN statistics, aux)."""
+  """A stage checkpoint's `model` item as saved (trainable params, BN statistics, stage)."""
   with ocp.StandardCheckpointer() as checkpointer:
     return checkpointer.restore((directory / 'checkpoints' / str(step) / 'model').absolute())
 
@@ -108,7 +108,7 @@ def test_pruned_weights_stay_zero_through_the_compiled_steps(runs):
   previous = None
   for epoch in (1, 2, 3):
     model = _model_item(stage, epoch * STEPS_PER_EPOCH)
-    kernels, masks = _kernels(model['params']), _kernels(model['aux']['masks'])
+    kernels, masks = _kernels(model['params']), _kernels(model['stage']['masks'])
     total = sum(m.size for m in masks)
     pruned = sum(int((~m).sum()) for m in masks)
     # Per layer, the schedule's sparsity at this step (rounded per kernel).
@@ -125,17 +125,17 @@ def test_pruned_weights_stay_zero_through_the_compiled_steps(runs):
 def test_trained_centroids_change_while_assignments_stay_fixed(runs):
   _, workdir, _ = runs
   pruned = _model_item(workdir / 'compress' / 'pruned', 3 * STEPS_PER_EPOCH)
-  start = pruning.apply_masks(pruned['params'], pruned['aux']['masks'])
+  start = pruning.apply_masks(pruned['params'], pruned['stage']['masks'])
   initial, codes = sharing.prepare(jax.device_get(start), bits=4)
   trained = _model_item(workdir / 'compress' / 'shared', STEPS_PER_EPOCH)
-  jax.tree.map(np.testing.assert_array_equal, trained['aux']['codes'], codes)
+  jax.tree.map(np.testing.assert_array_equal, trained['stage']['codes'], codes)
   moved = [np.mean(a != b) for a, b in zip(_kernels(trained['params']), _kernels(initial))]
   assert min(moved) > 0.5  # most centroids of every kernel moved
   # The file holds exactly these centroids and codes.
   stored = container.read(workdir / 'exports' / 'shared' / formats.FILE)['params']
   is_shared = lambda x: isinstance(x, quantize.SharedWeights)
   shared = [x for x in jax.tree.leaves(stored, is_leaf=is_shared) if is_shared(x)]
-  weights = sharing.kernels(trained['params'], trained['aux']['codes'])
+  weights = sharing.kernels(trained['params'], trained['stage']['codes'])
   assert len(shared) == len(_kernels(codes))
   for x, c, centroids, w in zip(shared, _kernels(codes), _kernels(trained['params']),
                                 _kernels(weights)):
@@ -148,9 +148,9 @@ def test_the_entropy_coded_file_decodes_to_exactly_the_quantized_weights(runs):
   _, workdir, _ = runs
   trained = _model_item(workdir / 'compress' / 'qat_int4', STEPS_PER_EPOCH)
   settings = plan.Settings('qat', bits=4)
-  state = plan.State(masks=trained['aux']['masks'], codes=None,
-                     sparsity=trained['aux']['sparsity'], settings=settings)
-  expected = plan.encode(trained['params'], state)
+  state = plan.Stage(masks=trained['stage']['masks'], codes=None,
+                     sparsity=trained['stage']['sparsity'], settings=settings)
+  expected = state.encode(trained['params'])
   stored = container.read(workdir / 'exports' / 'qat_int4' / formats.FILE)
   is_codes = lambda x: isinstance(x, dict) and set(x) == {'q', 'scale'}
   got = jax.tree.leaves(stored['params'], is_leaf=is_codes)

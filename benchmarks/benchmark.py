@@ -4,7 +4,7 @@
       [--repeats=3] [--steps=N] [--target_accuracy=0.85] [--torch] [--out=FILE.json]
 
 Speed is measured on what training really runs: one epoch as one compiled program
-(`setup.Trainer.compile_epoch`, with the on-device shuffle and augmentation), called once
+(`trainer_lib.Trainer.compile_epoch`, with the on-device shuffle and augmentation), called once
 to warm up and then `--repeats` times; the median is the steady state. For pure speed
 numbers without the CIFAR-10 download use synthetic data, e.g.
 `--config.data.source=synthetic --config.data.synthetic_train_size=4608
@@ -32,7 +32,7 @@ from ml_collections import config_flags
 from benchmarks import torch_reference
 from squeezenet_jax import accounting
 from squeezenet_jax import runtime
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 from squeezenet_jax.training import steps
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'ml-collections config file.',
@@ -81,7 +81,7 @@ class Runner(Protocol):
 
 
 class JaxRunner:
-  """The trainer's own `setup.Trainer`, driven epoch by epoch with `compile_epoch`'s program.
+  """The trainer's own `trainer_lib.Trainer`, driven epoch by epoch with `compile_epoch`'s program.
 
   `config.epoch_loop` picks it: `scan` (the whole epoch as one program, the default on
   GPU/TPU) or `python` (one compiled step per dispatch, the default on CPU), so
@@ -90,7 +90,7 @@ class JaxRunner:
 
   def __init__(self, config):
     self.loop = steps.resolve_epoch_loop(config)
-    self.exp = setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
+    self.exp = trainer_lib.Trainer(config, trainer_lib.load_data(config, ('train', 'validation')))
     self.images, self.labels = self.exp.device_train_data()
     self.epoch_fn, self.aot_compile_seconds = self.exp.compile_epoch(self.images, self.labels)
     self._initial = jax.device_get(self.exp.state)  # the epoch donates the device copy

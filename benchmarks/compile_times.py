@@ -5,7 +5,7 @@
 
 For `configs/default.py` and every point of the sweep (the model and batch sizes of
 the real configs, on a few synthetic images: only compilation is timed), with the
-compilation cache off: `setup.init_model`'s program compiled with its
+compilation cache off: `trainer_lib.init_model`'s program compiled with its
 `INIT_COMPILER_OPTIONS` and with XLA's defaults (the values of both are compared bit
 for bit), the Trainer's epoch (`compile_epoch`) and the Scorer's evaluation. Run it
 under each Python / jax to compare releases; the JSON names the versions and the load.
@@ -29,7 +29,7 @@ from configs import default
 from squeezenet_jax import models
 from squeezenet_jax import rng
 from squeezenet_jax import sweeps
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 
 
 def _synthetic(config):
@@ -54,9 +54,9 @@ def _init_seconds(config, options) -> tuple[float, list[np.ndarray]]:
 
 
 def point_times(config) -> dict[str, float | bool]:
-  tuned, tuned_values = _init_seconds(config, setup.INIT_COMPILER_OPTIONS)
+  tuned, tuned_values = _init_seconds(config, trainer_lib.INIT_COMPILER_OPTIONS)
   plain, plain_values = _init_seconds(config, None)
-  trainer = setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
+  trainer = trainer_lib.Trainer(config, trainer_lib.load_data(config, ('train', 'validation')))
   _, epoch = trainer.compile_epoch(*trainer.device_train_data())
   split = trainer.scorer.split('validation')
   variables = trainer.model_vars
@@ -91,7 +91,7 @@ def main(argv):
             'jaxlib': importlib.metadata.version('jaxlib'),
             'flax': flax.__version__, 'backend': jax.default_backend(),
             'cpu_count': os.cpu_count(), 'load_average_1m_start': os.getloadavg()[0],
-            'init_compiler_options': setup.INIT_COMPILER_OPTIONS, 'points': []}
+            'init_compiler_options': trainer_lib.INIT_COMPILER_OPTIONS, 'points': []}
   for name, config in named:
     row = {'point': name, **point_times(_synthetic(config))}
     print(json.dumps(row), flush=True)

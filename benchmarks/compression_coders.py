@@ -32,14 +32,14 @@ from absl import app
 from absl import flags
 
 from squeezenet_jax import formats
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 from squeezenet_jax import trained_run
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.compression import container
 from squeezenet_jax.compression import entropy
 from squeezenet_jax.compression import qat
 from squeezenet_jax.modes import export
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'a trained run', required=True)
 _OUT = flags.DEFINE_string('out', '', 'write the results here as JSON')
@@ -129,7 +129,7 @@ def _kernels(tree):
 def main(argv):
   del argv
   workdir = _WORKDIR.value
-  restored = setup.RestoredRun(workdir, trained_run.config_for(workdir, 'export', {}))
+  restored = trainer_lib.RestoredRun(workdir, trained_run.config_for(workdir, 'export', {}))
   model = formats.to_numpy(restored.variables)
   params = model['params']
   num_kernel = sum(x.size for _, x in _kernels(params))

@@ -213,7 +213,7 @@ class TorchRunner:
     self.reset()
 
   def _eval_batches(self, split):
-    """Validation padded to whole eval batches (masked), as setup.to_device_split."""
+    """Validation padded to whole eval batches (masked), as trainer.to_device_split."""
     batch, n = self.config.eval_batch_size, len(split.labels)
     num_batches = -(-n // batch)
     pad = num_batches * batch - n

@@ -26,7 +26,7 @@ from flax import traverse_util
 from squeezenet_jax import checkpoints
 from squeezenet_jax import exports
 from squeezenet_jax import models
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 from squeezenet_jax.compression import container
 from squeezenet_jax.deploy import onnx_export
 from squeezenet_jax.deploy import stablehlo_export

@@ -4,7 +4,7 @@ The run's config.json is the config, built here once per command: `--config.*`
 arguments are typed by the run's own fields (ml-collections' parser), may change only
 the groups the mode owns (`MODE_GROUPS`: the data scored, the batch it is scored in,
 the mode's settings), never the model or the recipe, and are validated before
-anything is read (`training.setup.RestoredRun` then restores the run's checkpoint).
+anything is read (`training.trainer.RestoredRun` then restores the run's checkpoint).
 
 A workdir is read by the version of this code that wrote it: config.json must hold
 every field the config of this version has.

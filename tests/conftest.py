@@ -44,9 +44,9 @@ def restored_params(workdir, config):
   """The `params` of a run's latest checkpoint (its `model` item alone), on the host."""
   import jax  # pylint: disable=g-import-not-at-top
   from squeezenet_jax import checkpoints, sharding  # pylint: disable=g-import-not-at-top
-  from squeezenet_jax.training import setup  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   checkpointer = checkpoints.Checkpointer(Path(workdir) / 'checkpoints', read_only=True)
-  _, variables, _ = setup.restore_model(config, checkpointer, sharding.make_mesh())
+  _, variables, _ = trainer_lib.restore_model(config, checkpointer, sharding.make_mesh())
   return jax.device_get(variables['params'])
 
 

@@ -227,12 +227,12 @@ def test_a_finished_run_reruns_without_compiling_or_writing(tmp_path, monkeypatc
   loop.train_and_evaluate(tiny_config(), str(tmp_path))
   files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob('*') if p.is_file()
            and p.name != '.lock'}
-  from squeezenet_jax.training import setup  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
   def no_compile(*args):
     raise AssertionError('a finished run compiled its epoch')
 
-  monkeypatch.setattr(setup.Trainer, 'compile_epoch', no_compile)
+  monkeypatch.setattr(trainer_lib.Trainer, 'compile_epoch', no_compile)
   assert loop.train_and_evaluate(tiny_config(), str(tmp_path))['steps'] == 12
   assert {p: p.stat().st_mtime_ns for p in files} == files
   assert sorted(p for p in tmp_path.rglob('*') if p.is_file() and p.name != '.lock') == sorted(

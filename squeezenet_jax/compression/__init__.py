@@ -1,5 +1,6 @@
-"""Compression with retraining: one module per job, `plan` ties them together.
+"""Every weight encoding, post-training and fine-tuned: one module per job.
 
+quantize   the one int8/int4 encoder, k-means weight sharing, dequantisation
 pruning    gradual magnitude pruning (Zhu & Gupta 2017), masks that keep zeros zero
 sharing    trained weight sharing: fixed k-means codes, trainable centroids
 qat        quantization-aware training to int8/int4 weights with qwix

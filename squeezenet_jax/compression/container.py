@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 from squeezenet_jax.errors import UserError
 
 MAGIC = b'SQZEC1\n'

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 from squeezenet_jax.compression import pruning
 from squeezenet_jax.compression import qat
 from squeezenet_jax.compression import sharing

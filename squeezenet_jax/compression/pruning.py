@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 
 SCOPES = ('layer', 'global')
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 
 Tree = dict[str, Any]
 

@@ -2,7 +2,7 @@
 
 Each stage named in `compress.stages` starts from the run's latest checkpoint or from
 an earlier stage's result (`compress.<stage>.start`), fine-tunes with the trainer's
-own compiled step and loop (`setup.Trainer` built from a `setup.FineTune`,
+own compiled step and loop (`trainer_lib.Trainer` built from a `trainer_lib.FineTune`,
 `loop.resume_and_train`), and writes `W/exports/<stage>/model.sqz`:
 
   prune   gradual magnitude pruning (Zhu & Gupta), masks applied inside the step;
@@ -48,7 +48,7 @@ from squeezenet_jax.compression import plan
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import export
 from squeezenet_jax.training import loop
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 
 COMPRESS_DIR = 'compress'
 STAGE_FILE = 'stage.json'  # a stage's settings, for the check on rerun
@@ -118,7 +118,7 @@ def _check_record(directory: Path, record: dict[str, Any]) -> None:
 
 
 def _fine_tune(graphdef: nnx.GraphDef, start: Start, settings: plan.Settings,
-               key: jax.Array, image_shape: tuple[int, ...]) -> setup.FineTune:
+               key: jax.Array, image_shape: tuple[int, ...]) -> trainer_lib.FineTune:
   """The stage's starting point: prepared trainable tree and stage, and its graph."""
   trainable, stage = plan.prepare(start.params, settings)
   model = nnx.merge(graphdef, start.params, start.batch_stats)
@@ -126,11 +126,11 @@ def _fine_tune(graphdef: nnx.GraphDef, start: Start, settings: plan.Settings,
   sample = jnp.zeros((1,) + image_shape, jnp.float32)
   train_graphdef = nnx.split(plan.transform_model(model, sample, settings),
                              nnx.Param, nnx.BatchStat)[0]
-  return setup.FineTune(graphdef=train_graphdef, variables={
+  return trainer_lib.FineTune(graphdef=train_graphdef, variables={
       'params': trainable, 'batch_stats': start.batch_stats}, stage=stage, rng=key)
 
 
-def _export_row(restored: setup.RestoredRun, name: str, stage: ml_collections.ConfigDict,
+def _export_row(restored: trainer_lib.RestoredRun, name: str, stage: ml_collections.ConfigDict,
                 directory: Path, stored: Tree, epochs: int) -> dict[str, Any]:
   """The sizes.json row of a stage's file, scored on its weights as read from disk."""
   sparsity = plan.sparsity(stored['params'])
@@ -140,7 +140,7 @@ def _export_row(restored: setup.RestoredRun, name: str, stage: ml_collections.Co
       method=stage.method, bits=stage.bits, sparsity=sparsity, finetune_epochs=epochs)
 
 
-def run_stage(name: str, config: ml_collections.ConfigDict, restored: setup.RestoredRun,
+def run_stage(name: str, config: ml_collections.ConfigDict, restored: trainer_lib.RestoredRun,
               dataset, start: Start, transaction: exports.Transaction,
               fallback: bool = False) -> tuple[dict[str, Any], Start]:
   """Fine-tunes (or resumes, or restores) one stage and exports it (uncommitted) where
@@ -156,7 +156,7 @@ def run_stage(name: str, config: ml_collections.ConfigDict, restored: setup.Rest
   logging.info('compress stage %s: %s from %s, %d epochs', name, settings,
                stage.start or 'the checkpoint', stage.epochs)
   image_shape = dataset.splits['train'].images.shape[1:]
-  trainer = setup.Trainer(tuned, dataset, restored.scorer.mesh, fine_tune=_fine_tune(
+  trainer = trainer_lib.Trainer(tuned, dataset, restored.scorer.mesh, fine_tune=_fine_tune(
       restored.graphdef, start, settings, stage_key(config.seed, name), image_shape))
   with contextlib.closing(checkpoints.Checkpointer(
       directory / workdir_lib.CHECKPOINT_DIR, max_to_keep=config.max_to_keep)) as checkpointer:
@@ -178,7 +178,7 @@ def run_stage(name: str, config: ml_collections.ConfigDict, restored: setup.Rest
   return row, Start(params, trainer.state.batch_stats, epochs, record)
 
 
-def _float_rows(workdir: str, restored: setup.RestoredRun, settings,
+def _float_rows(workdir: str, restored: trainer_lib.RestoredRun, settings,
                 transaction: exports.Transaction) -> tuple[
     list[dict[str, Any]], dict[str, Any] | None]:
   """(rows, previous report): sizes.json's rows, or `--mode=export`'s, made now if absent."""
@@ -201,10 +201,10 @@ def run(workdir: str, config: ml_collections.ConfigDict,
   """
   names = validation.compress_stages(config)
   export_settings = config.export
-  dataset = setup.load_data(config, ('train', 'validation'),
+  dataset = trainer_lib.load_data(config, ('train', 'validation'),
                             workdir_lib.read_classes(workdir))
   with workdir_lib.locked(workdir, 'compress'):
-    restored = setup.RestoredRun(workdir, config, fallback=fallback)
+    restored = trainer_lib.RestoredRun(workdir, config, fallback=fallback)
     reference = (size_report.reference_report(config.compress.reference_workdir,
                                               restored.split, restored.num_images)
                  if config.compress.reference_workdir else None)

@@ -14,7 +14,7 @@ import ml_collections
 from absl import logging
 
 from squeezenet_jax import workdir as workdir_lib
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 
 
 def metric_prefix(split: str) -> str:
@@ -29,7 +29,7 @@ def run(workdir: str, config: ml_collections.ConfigDict, tta: bool = False,
   `config`: the run's, with this command's overrides (`trained_run.config_for`).
   """
   with workdir_lib.locked(workdir, 'eval'):
-    restored = setup.RestoredRun(workdir, config, fallback=fallback)
+    restored = trainer_lib.RestoredRun(workdir, config, fallback=fallback)
     prefix = metric_prefix(restored.split)
     scores = {f'{prefix}_{k}': v for k, v in restored.score().items()}
     if tta:

@@ -31,7 +31,7 @@ from squeezenet_jax import size_report
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.errors import WriteError
 from squeezenet_jax.modes import export_deploy
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 
 Tree = dict[str, Any]
 
@@ -50,14 +50,14 @@ def _filled(template: nnx.State, values: Tree, placement) -> nnx.State:
   return state
 
 
-def score(restored: setup.RestoredRun, model: Tree) -> dict[str, float]:
+def score(restored: trainer_lib.RestoredRun, model: Tree) -> dict[str, float]:
   """Scores decoded weights as `--mode=eval` scores the checkpoint."""
   placement = sharding.replicated(restored.scorer.mesh)
   return restored.score({part: _filled(restored.variables[part], model[part], placement)
                          for part in formats.PARTS})
 
 
-def export_format(restored: setup.RestoredRun, fmt: str, model: Tree,
+def export_format(restored: trainer_lib.RestoredRun, fmt: str, model: Tree,
                   transaction: exports.Transaction,
                   settings: ml_collections.ConfigDict) -> dict[str, Any]:
   """Saves one format (uncommitted), reloads it from disk and scores it."""
@@ -74,7 +74,7 @@ def run(workdir: str, config: ml_collections.ConfigDict,
   """
   settings = config.export
   with workdir_lib.locked(workdir, 'export'):
-    restored = setup.RestoredRun(workdir, config, fallback=fallback)
+    restored = trainer_lib.RestoredRun(workdir, config, fallback=fallback)
     model = formats.to_numpy(restored.variables)
     transaction = exports.Transaction(workdir)
     try:
@@ -125,14 +125,14 @@ def commit(transaction: exports.Transaction, workdir: str,
   return stamped
 
 
-def export_rows(restored: setup.RestoredRun, model: Tree,
+def export_rows(restored: trainer_lib.RestoredRun, model: Tree,
                 settings: ml_collections.ConfigDict,
                 transaction: exports.Transaction) -> list[dict[str, Any]]:
   """The weight formats (`formats.WEIGHTS`), exported (uncommitted), reloaded and scored."""
   return [export_format(restored, fmt, model, transaction, settings) for fmt in formats.WEIGHTS]
 
 
-def build_report(restored: setup.RestoredRun, rows: list[dict[str, Any]],
+def build_report(restored: trainer_lib.RestoredRun, rows: list[dict[str, Any]],
                  settings: ml_collections.ConfigDict, **kwargs) -> dict[str, Any]:
   """sizes.json's dict for `rows` of the restored run (`size_report.build`)."""
   return size_report.build(

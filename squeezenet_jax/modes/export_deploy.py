@@ -25,7 +25,7 @@ from squeezenet_jax.data import dataset as dataset_lib
 from squeezenet_jax.deploy import inference
 from squeezenet_jax.deploy import onnx_export
 from squeezenet_jax.deploy import stablehlo_export
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 from squeezenet_jax.training import steps
 
 Tree = dict[str, Any]
@@ -39,7 +39,7 @@ class Deployed:
 
 
 def calibration_images(config: ml_collections.ConfigDict,
-                       restored: setup.RestoredRun) -> tuple[np.ndarray, str]:
+                       restored: trainer_lib.RestoredRun) -> tuple[np.ndarray, str]:
   """(a seeded sample of training images, 'train'), or of the scored split's images."""
   if 'train' in dataset_lib.available_splits(config.data):
     images = dataset_lib.load_dataset(config.data, ('train',)).splits['train'].images
@@ -51,7 +51,7 @@ def calibration_images(config: ml_collections.ConfigDict,
   return onnx_export.calibration_sample(images), restored.split
 
 
-def scores(restored: setup.RestoredRun, logits: np.ndarray) -> dict[str, float]:
+def scores(restored: trainer_lib.RestoredRun, logits: np.ndarray) -> dict[str, float]:
   """Accuracy and loss of logits of the scored split, as `--mode=eval` computes them."""
   labels = restored.scorer.dataset.splits[restored.split].labels
   losses = steps.cross_entropy(logits, labels, restored.config.label_smoothing)
@@ -61,14 +61,14 @@ def scores(restored: setup.RestoredRun, logits: np.ndarray) -> dict[str, float]:
           'loss': float(jax.device_get(losses).mean())}
 
 
-def _row(fmt: str, path: Path, restored: setup.RestoredRun, images: np.ndarray,
+def _row(fmt: str, path: Path, restored: trainer_lib.RestoredRun, images: np.ndarray,
          **fields: Any) -> dict[str, Any]:
   """The row of the runtime format's file at `path`, scored in its runtime from disk."""
   logits = formats.runtime_logits(path, fmt, images, restored.config.eval_batch_size)
   return formats.row(fmt, path.parent, scores(restored, logits), **fields)
 
 
-def export(restored: setup.RestoredRun, model: Tree,
+def export(restored: trainer_lib.RestoredRun, model: Tree,
            transaction: exports.Transaction) -> Deployed:
   """Writes {onnx,onnx_int8,stablehlo}/ (uncommitted), each scored from disk."""
   config = restored.config

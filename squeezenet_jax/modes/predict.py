@@ -35,7 +35,7 @@ from squeezenet_jax.deploy import images as images_lib
 from squeezenet_jax.deploy import inference
 from squeezenet_jax.deploy import predictions
 from squeezenet_jax.errors import UserError
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 
 FORMATS = ('checkpoint', *formats.WEIGHTS, *formats.RUNTIMES)
 
@@ -97,7 +97,7 @@ def _model(workdir: str, config, fmt: str, fallback: bool) -> dict[str, Any]:
   if fmt == 'checkpoint':
     checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir),
                                             read_only=True)
-    _, variables, step = setup.restore_model(config, checkpointer, sharding.make_mesh(),
+    _, variables, step = trainer_lib.restore_model(config, checkpointer, sharding.make_mesh(),
                                              fallback=fallback)
     logging.info('Classifying with the checkpoint of step %d', step)
     return formats.to_numpy(variables)

@@ -1,6 +1,6 @@
 """The training loop: epochs, evaluation cadence, checkpoints, preemption, results.
 
-Speed comes from `setup` and `steps` (the dataset on the device, whole epochs as one
+Speed comes from `trainer` and `steps` (the dataset on the device, whole epochs as one
 compiled program, metrics left on the device until the epoch ends); this module only
 decides when to evaluate, save, log and stop. Every random draw derives from (seed,
 step) or (seed, epoch) (see `rng`), so a resumed run repeats an uninterrupted one.
@@ -28,7 +28,7 @@ from squeezenet_jax import validation
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.training import progress
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 from squeezenet_jax.training.preemption import Preempted
 from squeezenet_jax.training.preemption import SignalCatcher
 
@@ -49,7 +49,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # A workdir of another run is refused before any work; claimed once the data opened.
     multiprocess.on_process_0(
         lambda: workdir_lib.check_claim(workdir, config, allow_config_change))
-    trainer = setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
+    trainer = trainer_lib.Trainer(config, trainer_lib.load_data(config, ('train', 'validation')))
     multiprocess.on_process_0(lambda: workdir_lib.claim(workdir, config, allow_config_change))
     multiprocess.on_process_0(
         lambda: workdir_lib.write_classes(workdir, trainer.dataset.class_names))
@@ -71,7 +71,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return results
 
 
-def resume_and_train(trainer: setup.Trainer, checkpointer: checkpoints.Checkpointer,
+def resume_and_train(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkpointer,
                      directory: str, *, fallback: bool = False) -> dict[str, float]:
   """Resumes `trainer` from the latest checkpoint, if any, and runs the remaining epochs.
 
@@ -91,7 +91,7 @@ def resume_and_train(trainer: setup.Trainer, checkpointer: checkpoints.Checkpoin
   return val_metrics
 
 
-def _train_epochs(trainer: setup.Trainer, checkpointer: checkpoints.Checkpointer,
+def _train_epochs(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkpointer,
                   writer: metrics_lib.MetricsWriter, workdir: str) -> dict[str, float]:
   """Runs the remaining epochs; returns the last validation scores."""
   config, steps = trainer.config, trainer.steps_per_epoch
@@ -149,7 +149,7 @@ def _finished_results(workdir: str, step: int | None,
   return results
 
 
-def _validate(trainer: setup.Trainer) -> dict[str, float]:
+def _validate(trainer: trainer_lib.Trainer) -> dict[str, float]:
   """val_* scores; with `eval_tta`, also val_*_tta on mirrored-and-averaged logits."""
   scores = {f'val_{k}': v for k, v in trainer.score('validation').items()}
   if trainer.config.eval_tta:
@@ -186,12 +186,12 @@ def _epoch_seconds_so_far(metrics_path) -> float:
   return float(sum(per_epoch.values()))
 
 
-def _results(trainer: setup.Trainer, checkpointer: checkpoints.Checkpointer, workdir: str,
+def _results(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkpointer, workdir: str,
              val_metrics: dict[str, float]) -> dict[str, Any]:
   config = trainer.config
   train_seconds = _epoch_seconds_so_far(f'{workdir}/{workdir_lib.METRICS_FILE}')
   return {
-      **accounting.size_fields(config, setup.as_model(trainer.graphdef, trainer.model_vars)),
+      **accounting.size_fields(config, trainer_lib.as_model(trainer.graphdef, trainer.model_vars)),
       **(val_metrics or _validate(trainer)),
       'train_seconds': train_seconds,
       'compile_seconds': trainer.compile_seconds,

@@ -1,6 +1,6 @@
 """The pure functions of training and evaluation: a step, an epoch, a scored split.
 
-Nothing here touches files, clocks or the host: `setup` compiles these functions once
+Nothing here touches files, clocks or the host: `trainer` compiles these functions once
 per run, and `loop` calls the compiled programs. An epoch is either one `lax.scan`
 program (shuffle, then every step, metrics kept on the device) or, where XLA:CPU runs
 convolutions in loop bodies slowly, a Python loop dispatching one compiled step at a

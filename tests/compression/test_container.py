@@ -12,7 +12,7 @@ import pytest
 from compression_fixtures import tiny_params
 from conftest import REPO_ROOT
 from squeezenet_jax import checkpoints
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 from squeezenet_jax.compression import container
 from squeezenet_jax.compression import entropy
 from squeezenet_jax.compression import plan

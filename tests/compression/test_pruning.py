@@ -8,7 +8,7 @@ import pytest
 
 from compression_fixtures import tiny_params
 from compression_fixtures import toy_step
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 from squeezenet_jax.compression import plan
 from squeezenet_jax.compression import pruning
 

@@ -10,7 +10,7 @@ from flax import nnx
 from compression_fixtures import tiny_params
 from conftest import tiny_config
 from squeezenet_jax import models
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 from squeezenet_jax.compression import plan
 from squeezenet_jax.compression import qat
 from squeezenet_jax.errors import UserError

@@ -17,10 +17,10 @@ import pytest
 from conftest import REPO_ROOT, tiny_config
 from squeezenet_jax import checkpoints
 from squeezenet_jax import formats
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 from squeezenet_jax import trained_run
 from squeezenet_jax import exports
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 from squeezenet_jax import size_report
 from squeezenet_jax.compression import container
 from squeezenet_jax.compression import plan
@@ -93,7 +93,7 @@ def test_every_stage_is_exported_rescored_and_reported(runs):
 
 def test_each_file_scores_as_reported_from_disk(runs):
   _, workdir, report = runs
-  restored = setup.RestoredRun(str(workdir), trained_run.config_for(
+  restored = trainer_lib.RestoredRun(str(workdir), trained_run.config_for(
       str(workdir), 'compress', OVERRIDES))
   for name in ('shared', 'qat_int4'):
     stored = container.read(workdir / 'exports' / name / formats.FILE)

@@ -13,10 +13,10 @@ from conftest import copy_run
 from conftest import tiny_config
 from squeezenet_jax import checkpoints
 from squeezenet_jax import formats
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 from squeezenet_jax import trained_run
 from squeezenet_jax import exports
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 from squeezenet_jax.compression import container
 from squeezenet_jax.deploy import onnx_export
 from squeezenet_jax.deploy import stablehlo_export
@@ -96,7 +96,7 @@ def test_an_export_rescored_from_disk_gives_the_reported_accuracy(run):
   workdir, _, report = run
   config = workdir_lib.load_config(str(workdir))
   config.data.eval_split = 'validation'
-  restored = setup.RestoredRun(str(workdir), config)
+  restored = trainer_lib.RestoredRun(str(workdir), config)
   model = formats.read(workdir / 'exports' / 'compressed')
   scores = export.score(restored, model)
   assert scores['accuracy'] == pytest.approx(_rows(report)['compressed']['accuracy'])

@@ -15,7 +15,7 @@ from deploy_helpers import CIFAR10_JPEG_TRAIN
 from deploy_helpers import cifar_slice
 from squeezenet_jax import exports
 from squeezenet_jax import formats
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.deploy import onnx_export
 from squeezenet_jax.modes import export_deploy
@@ -38,7 +38,7 @@ def run(tmp_path_factory):
       'model.classifier_relu': False})
   workdir = root / 'run'
   results = loop.train_and_evaluate(config, str(workdir))
-  restored = setup.RestoredRun(str(workdir), config)
+  restored = trainer_lib.RestoredRun(str(workdir), config)
   transaction = exports.Transaction(workdir)
   deployed = export_deploy.export(restored, formats.to_numpy(restored.variables), transaction)
   transaction.commit(lambda export_id: None, list(export_deploy.FORMATS))

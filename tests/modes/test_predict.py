@@ -14,7 +14,7 @@ from squeezenet_jax import sharding
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import predict
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 from squeezenet_jax.training import steps
 from test_main import error_line
 from test_main import run_main
@@ -88,7 +88,7 @@ def test_probabilities_are_the_checkpoints_eval_mode_softmax(run):
                            top_k=10)
   assert result.format == 'checkpoint' and result.errors == []
   checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), read_only=True)
-  graphdef, variables, _ = setup.restore_model(config, checkpointer, sharding.make_mesh())
+  graphdef, variables, _ = trainer_lib.restore_model(config, checkpointer, sharding.make_mesh())
   expected = jax.nn.softmax(steps.make_eval_logits(graphdef, config)(
       variables['params'], variables['batch_stats'], pixels))
   names = workdir_lib.read_classes(workdir)

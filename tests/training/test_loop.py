@@ -14,7 +14,7 @@ from squeezenet_jax.data import dataset as data_lib
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import evaluate
 from squeezenet_jax.training import loop
-from squeezenet_jax.training import setup
+from squeezenet_jax.training import trainer as trainer_lib
 
 
 def _params_close(a, b, **tol):
@@ -23,7 +23,7 @@ def _params_close(a, b, **tol):
 
 
 def _run_epoch(config, mesh):
-  exp = setup.Trainer(config, setup.load_data(config, ('train', 'validation')), mesh=mesh)
+  exp = trainer_lib.Trainer(config, trainer_lib.load_data(config, ('train', 'validation')), mesh=mesh)
   images, labels = exp.device_train_data()
   epoch_fn, _ = exp.compile_epoch(images, labels)
   state, metrics = epoch_fn(exp.state, images, labels)
@@ -134,16 +134,16 @@ def test_labels_outside_the_model_classes_are_refused(monkeypatch):
 
   monkeypatch.setattr(data_lib, 'load_dataset', with_a_bad_label)
   with pytest.raises(UserError, match=r'train labels span \[0, 10\], outside \[0, 10\)'):
-    setup.load_data(tiny_config(), ('train', 'validation'))
+    trainer_lib.load_data(tiny_config(), ('train', 'validation'))
 
 
 def test_a_large_remainder_past_the_last_batch_is_warned_about(caplog):
   config = tiny_config(**{'data.limit': 120})  # 3 batches of 32: 24 images left out
   with caplog.at_level('WARNING'):
-    setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
+    trainer_lib.Trainer(config, trainer_lib.load_data(config, ('train', 'validation')))
   assert 'trains on 96 of the 120 training images (20% left out' in caplog.text
   caplog.clear()
   config = tiny_config(**{'data.limit': 100})  # 4 left out: not worth a line
   with caplog.at_level('WARNING'):
-    setup.Trainer(config, setup.load_data(config, ('train', 'validation')))
+    trainer_lib.Trainer(config, trainer_lib.load_data(config, ('train', 'validation')))
   assert 'left out' not in caplog.text

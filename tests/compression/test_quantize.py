@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from squeezenet_jax import quantize
+from squeezenet_jax.compression import quantize
 from squeezenet_jax.compression import container
 
 

@@ -15,11 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
+from squeezenet_jax.data import archives
 from squeezenet_jax.data import sources
 from squeezenet_jax.errors import UserError
-
-SPLITS = sources.SPLITS
-Split = sources.Split
 
 # What each data.* field does to a trained run's modes (eval, export, compress,
 # predict). SCORED fields choose the images scored, and may be overridden. HELD_OUT
@@ -110,7 +108,7 @@ def match_classes(dataset: Dataset, run_classes: Sequence[str] | None) -> Datase
   index = np.array([list(run_classes).index(c) for c in dataset.class_names], np.int32)
   logging.info('Mapped the data\'s %d class(es) to the run\'s %d by name.',
                len(dataset.class_names), len(run_classes))
-  return Dataset(splits={name: Split(images=split.images, labels=index[split.labels])
+  return Dataset(splits={name: sources.Split(images=split.images, labels=index[split.labels])
                          for name, split in dataset.splits.items()},
                  class_names=tuple(run_classes), description=dataset.description)
 
@@ -119,15 +117,15 @@ def match_classes(dataset: Dataset, run_classes: Sequence[str] | None) -> Datase
 
 
 def _check_split_names(splits: Sequence[str]) -> None:
-  unknown = [s for s in splits if s not in SPLITS]
+  unknown = [s for s in splits if s not in archives.SPLITS]
   if unknown:
-    raise UserError(f'Unknown split(s) {unknown}; splits are {", ".join(SPLITS)}.')
+    raise UserError(f'Unknown split(s) {unknown}; splits are {", ".join(archives.SPLITS)}.')
 
 
 def _available(source: sources.Source) -> tuple[str, ...]:
   """A source's splits plus 'validation' where it can be held out of 'train'."""
   derivable = ('validation',) if 'train' in source.splits else ()
-  return tuple(s for s in SPLITS if s in source.splits + derivable)
+  return tuple(s for s in archives.SPLITS if s in source.splits + derivable)
 
 
 def _check_available(splits: Sequence[str], available: Sequence[str], where: str) -> None:
@@ -137,7 +135,8 @@ def _check_available(splits: Sequence[str], available: Sequence[str], where: str
                     f'{", ".join(available) or "none"}.')
 
 
-def _derive_splits(source: sources.Source, splits: tuple[str, ...], data_config) -> dict[str, sources.Split]:
+def _derive_splits(source: sources.Source, splits: tuple[str, ...],
+                   data_config) -> dict[str, sources.Split]:
   """Reads the requested splits, holding validation out of train where needed."""
   native = {s: source.read(s) for s in splits if s in source.splits and s != 'train'}
   carve = 'validation' not in source.splits

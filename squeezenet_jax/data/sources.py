@@ -21,7 +21,6 @@ from squeezenet_jax.data import cache
 from squeezenet_jax import errors
 from squeezenet_jax.errors import UserError
 
-SPLITS = archives.SPLITS
 SOURCES = ('tfds', 'folder', 'synthetic')
 _TFDS_BATCH = 10_000  # batch_size=-1 aborts the process when split sizes are unknown
 PROBE_TIMEOUT_SECONDS = 10.0
@@ -64,7 +63,7 @@ def _synthetic_source(data_config) -> Source:
       description=f'synthetic data ({num_classes} classes)',
       splits=tuple(sizes),
       class_names=tuple(f'class_{i}' for i in range(num_classes)),
-      read=lambda split: _synthetic_split(patterns, sizes[split], SPLITS.index(split),
+      read=lambda split: _synthetic_split(patterns, sizes[split], archives.SPLITS.index(split),
                                           data_config.image_size))
 
 
@@ -127,7 +126,7 @@ def _tfds_source(data_config) -> Source:
   splits = tuple(info.splits) or ('train', 'test')
   return Source(
       description=f'tfds {data_config.dataset} in {builder.data_dir}',
-      splits=tuple(s for s in SPLITS if s in splits),
+      splits=tuple(s for s in archives.SPLITS if s in splits),
       class_names=tuple(info.features[info.supervised_keys[1]].names),
       read=lambda split: _tfds_split(builder, split, data_config.image_size))
 
@@ -174,7 +173,7 @@ def _folder_source(data_config) -> Source:
                     f'or .tar/.tar.gz/.tar.xz archives laid out {archives.LAYOUT}.')
   directory = cache.cache_dir(data_config)
   per_path = [cache.cached_folder(p, data_config.image_size, directory) for p in paths]
-  names = [s for s in SPLITS if any(s in parts for parts in per_path)]
+  names = [s for s in archives.SPLITS if any(s in parts for parts in per_path)]
   merged = {s: _merge([parts[s] for parts in per_path if s in parts]) for s in names}
   class_names = _common_class_names(merged)
   return Source(

@@ -29,6 +29,7 @@ from squeezenet_jax import rng
 from squeezenet_jax import sharding
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.data import dataset as dataset_lib
+from squeezenet_jax.data import sources
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.training import optim
 from squeezenet_jax.training import steps as steps_lib
@@ -103,7 +104,7 @@ def restore_model(config: ml_collections.ConfigDict, checkpointer: checkpoints.C
   return graphdef, restored['model'], step
 
 
-def to_device_split(split: dataset_lib.Split, batch_size: int,
+def to_device_split(split: sources.Split, batch_size: int,
                     mesh: jax.sharding.Mesh) -> steps_lib.DeviceSplit:
   """Pads a split to whole batches (masked) and places it batch-sharded on the mesh."""
   n = len(split.labels)

@@ -9,6 +9,7 @@ from conftest import copy_run
 from conftest import tiny_config
 from configs import default
 from squeezenet_jax.data import dataset as dataset_lib
+from squeezenet_jax.data import sources
 from squeezenet_jax import trained_run
 from squeezenet_jax import workdir as workdir_lib
 from squeezenet_jax.errors import UserError
@@ -86,7 +87,7 @@ def test_every_data_field_is_classified_once():
 
 
 def test_labels_are_mapped_to_the_runs_classes_by_name():
-  split = dataset_lib.Split(images=np.zeros((3, 1, 1, 3), np.uint8),
+  split = sources.Split(images=np.zeros((3, 1, 1, 3), np.uint8),
                             labels=np.array([0, 1, 1], np.int32))
   data = dataset_lib.Dataset(splits={'test': split}, class_names=('cat', 'dog'))
   mapped = dataset_lib.match_classes(data, ['bird', 'cat', 'deer', 'dog'])

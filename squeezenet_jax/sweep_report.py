@@ -22,7 +22,7 @@ def short_field(field: str) -> str:
 
 
 def _seed_group_of(report: dict[str, Any]) -> dict[str, dict]:
-  """reporting.Point name -> its seed group's row (empty without seed groups)."""
+  """Point name -> its seed group's row (empty without seed groups)."""
   groups = report.get('groups') or {'rows': []}
   return {name: group for group in groups['rows'] for name in group['points']}
 
@@ -84,7 +84,7 @@ def sweep_markdown(report: dict[str, Any]) -> str:
            f"{row['val_accuracy']:.4f}",
            f"{row['train_seconds']:.1f} s",
            f"{row['images_per_second']:,.0f}"] for row in report['points']]
-  header = ['reporting.Point', *fields, 'Params', 'MACs/image', 'Checkpoint', 'Val accuracy',
+  header = ['Point', *fields, 'Params', 'MACs/image', 'Checkpoint', 'Val accuracy',
             'Train time', 'Images/s']
   lines = [f'# Sweep: {done} of {total} points finished', '',
            f'Data: {report.get("data", "?")}.', '',

@@ -91,6 +91,7 @@ def test_grid_writes_the_table_and_charts(grid):
   assert len(rows) == 5 and rows[3].startswith(f'"{NAMES[2]}",simple,0.25,')
   table = (grid.workdir / 'sweep.md').read_text()
   assert all(f'| {name} |' in table for name in NAMES) and '4 of 4 points' in table
+  assert '| Point | model.bypass | model.squeeze_ratio | Params |' in table
   for chart in ('sweep.png', 'sweep_model.bypass.png', 'sweep_model.squeeze_ratio.png'):
     assert (grid.workdir / chart).read_bytes().startswith(b'\x89PNG')
 

@@ -52,10 +52,12 @@ def unavailable_reason() -> str | None:
 
 def _check_supported(config: ml_collections.ConfigDict) -> None:
   m = config.model
-  if (m.name, m.version, m.bypass, m.classifier_relu) != ('squeezenet', '1.1', 'none', True):
+  if (m.name, m.version, m.bypass, m.classifier_relu, m.stem_pool) != (
+      'squeezenet', '1.1', 'none', True, True):
     raise Unsupported(f'the torch reference is SqueezeNet 1.1 without bypass, with the '
-                      f'classifier ReLU; got {m.name} {m.version} bypass={m.bypass} '
-                      f'classifier_relu={m.classifier_relu}')
+                      f'classifier ReLU and the stem pool; got {m.name} {m.version} '
+                      f'bypass={m.bypass} classifier_relu={m.classifier_relu} '
+                      f'stem_pool={m.stem_pool}')
 
 
 def _local_squeezenet(fires: list[tuple[int, int, int]], num_classes: int,

@@ -367,6 +367,8 @@ class SqueezeNet(nnx.Module):
   224 -> 109 -> 54 -> 27 -> 13 (v1.0) or 224 -> 111 -> 55 -> 27 -> 13 (v1.1).
   'cifar' makes conv1 3x3/1 SAME with the same filters; at 32x32 conv1 keeps 32x32
   and the three ceil-mode pools give 16, 8 and a final 4x4 map for conv10.
+  `model.stem_pool=False` drops the pool after conv1 (same parameters, every fire on a
+  map twice as wide: 32, 16 and 8x8 at conv10 on CIFAR, about 4x the MACs).
   The classifier is dropout -> 1x1 conv10 (no BN, with bias) -> ReLU -> global mean;
   `model.classifier_relu=False` drops that ReLU (same parameters): with it, a class whose
   conv10 outputs are all negative has logit 0 and no gradient, which can stall training.
@@ -381,6 +383,7 @@ class SqueezeNet(nnx.Module):
                           padding=padding, batch_norm=c.batch_norm, dtype=dtype,
                           rngs=rngs)
     self.pool_after = _POOL_AFTER[version]
+    self.stem_pool = c.stem_pool
     channels = filters
     for fire, widths in zip(_FIRES, fire_widths(c)):
       out_channels = widths[1] + widths[2]
@@ -396,7 +399,9 @@ class SqueezeNet(nnx.Module):
 
   def __call__(self, x: jax.Array, *, train: bool = False,
                rngs=None) -> jax.Array:
-    x = max_pool(self.conv1(x, train=train), ceil_mode=True, train=train)
+    x = self.conv1(x, train=train)
+    if self.stem_pool:
+      x = max_pool(x, ceil_mode=True, train=train)
     for fire in _FIRES:
       x = getattr(self, f'fire{fire}')(x, train=train)
       if fire in self.pool_after:

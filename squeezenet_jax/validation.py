@@ -71,6 +71,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'model.num_classes': at_least(2, integer=True),
     'model.dropout': fraction(),
     'model.classifier_relu': one_of(True, False),
+    'model.stem_pool': one_of(True, False),
     'model.base_e': at_least(2, integer=True),
     'model.incr_e': at_least(0, integer=True),
     'model.freq': at_least(1, integer=True),

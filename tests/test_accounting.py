@@ -74,6 +74,17 @@ def test_formulas_on_known_layers():
   assert 0.80e9 < s['macs'] < 0.84e9
 
 
+def test_without_the_stem_pool_the_parameters_stay_and_the_maps_double():
+  pooled = accounting.summarize(make_config(stem='cifar', batch_norm=True))
+  full = accounting.summarize(make_config(stem='cifar', batch_norm=True, stem_pool=False))
+  assert full['total_params'] == full['analytic_params'] == pooled['total_params']
+  sizes = lambda s: {r['name']: r['out_size'] for r in s['layers'] if r['type'] == 'conv'}
+  assert sizes(pooled)['classifier/conv10'] == [4, 4]
+  assert sizes(full)['classifier/conv10'] == [8, 8]
+  assert sizes(full)['fire2/squeeze1x1'] == [32, 32]
+  assert 3.5 < full['macs'] / pooled['macs'] < 4.0  # conv1's MACs are unchanged
+
+
 def test_batch_norm_accounting():
   plain = accounting.summarize(make_config())
   bn = accounting.summarize(make_config(batch_norm=True))

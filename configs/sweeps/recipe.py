@@ -46,6 +46,7 @@ _ROUNDS = {
     # Round 3's base again, with the changes that came as new fields.
     'r4': ({'model.classifier_relu': False, 'model.dropout': 0.0,
             'label_smoothing': 0.2, 'batch_size': 256}, [
+        {},
         {'augment.alternating_flip': True},
         {'model.stem_pool': False},  # same parameters, about 4x the MACs
     ]),

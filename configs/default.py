@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment = ml_collections.ConfigDict()
   config.augment.crop_padding = 4  # random crop after zero-padding by this many pixels
   config.augment.flip = True
+  # With flip: each image mirrored in every other epoch, a random half in the first
+  # (airbench's alternating flip), instead of by chance each time.
+  config.augment.alternating_flip = False
 
   config.optimizer = 'sgd'  # sgd (Nesterov momentum) | adamw
   config.learning_rate = 0.1  # peak, for a batch of `batch_size`

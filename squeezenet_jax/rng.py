@@ -6,6 +6,8 @@
     parameter initialisation   nnx.Rngs(params=init)
     epoch e's example order    fold_in(shuffle, e)
     step s's crops and flips   fold_in(augment, s)
+    image i's first mirror     fold_in(fold_in(augment, 2**32 - 1), i)  (alternating flip;
+                               a step number no run reaches)
     step s's dropout masks     fold_in(dropout, s)
 
 No two streams share a key, and every draw depends only on (seed, epoch) or (seed,
@@ -36,6 +38,11 @@ def streams(root: jax.Array) -> Streams:
 
 def epoch_key(root: jax.Array, epoch) -> jax.Array:
   return jax.random.fold_in(streams(root).shuffle, epoch)
+
+
+def flip_key(root: jax.Array) -> jax.Array:
+  """The key of each image's first-epoch mirror under `augment.alternating_flip`."""
+  return jax.random.fold_in(streams(root).augment, 2**32 - 1)
 
 
 def step_keys(root: jax.Array, step) -> tuple[jax.Array, jax.Array]:

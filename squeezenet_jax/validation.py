@@ -90,6 +90,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.std': positive_channels(),
     'augment.crop_padding': at_least(0, integer=True),
     'augment.flip': one_of(True, False),
+    'augment.alternating_flip': one_of(True, False),
     'optimizer': one_of(*optim.OPTIMIZERS),
     'learning_rate': above(0),
     'momentum': fraction(),
@@ -181,6 +182,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _check(field, config_utils.get_field(config, field), rule)
   if 'compress.stages' in present:
     compress_stages(config)
+  if 'augment.alternating_flip' in present and (config.augment.alternating_flip
+                                                and not config.augment.flip):
+    raise UserError('config field augment.alternating_flip=True needs augment.flip=True '
+                    '(it chooses which images are mirrored)')
 
 
 # What a trained run's config.json must hold: every field this version checks.

@@ -48,6 +48,14 @@ def test_a_field_out_of_range_names_field_value_and_range(field, value, allowed)
   assert f'{field}={value!r}' in message and allowed in message and '\n' not in message
 
 
+def test_alternating_flip_without_flip_is_refused():
+  config = tiny_config(**{'augment.alternating_flip': True, 'augment.flip': False})
+  with pytest.raises(UserError, match='augment.alternating_flip=True needs augment.flip'):
+    validation.validate(config)
+  config.augment.flip = True
+  validation.validate(config)
+
+
 def test_shipped_configs_are_valid():
   validation.validate(default.get_config())
   validation.validate(tiny_config())

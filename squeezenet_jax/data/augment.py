@@ -20,7 +20,7 @@ def statistics(data_config) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def random_crop_flip(key: jax.Array, images: jax.Array, *, padding: int = 4,
-                     flip: bool = True) -> jax.Array:
+                     flip: bool = True, mirrored: jax.Array | None = None) -> jax.Array:
   """Random HxW crops of the zero-padded images, each mirrored with probability 1/2.
 
   Args:
@@ -28,6 +28,8 @@ def random_crop_flip(key: jax.Array, images: jax.Array, *, padding: int = 4,
     images: [B, H, W, C] batch (uint8 or any dtype; returned unchanged in dtype).
     padding: zero pixels added on each side before cropping; 0 disables cropping.
     flip: whether to mirror a random half of the images left-right.
+    mirrored: with `flip`, which images to mirror ([B] bool, e.g. `alternating_flips`)
+      instead of a random half; the crops are the same either way.
 
   Returns:
     The augmented [B, H, W, C] batch.
@@ -36,9 +38,20 @@ def random_crop_flip(key: jax.Array, images: jax.Array, *, padding: int = 4,
   if padding:
     images = _random_crop(crop_key, images, padding)
   if flip:
-    mirrored = jax.random.bernoulli(flip_key, 0.5, (images.shape[0], 1, 1, 1))
+    if mirrored is None:
+      mirrored = jax.random.bernoulli(flip_key, 0.5, (images.shape[0], 1, 1, 1))
+    else:
+      mirrored = mirrored.reshape(-1, 1, 1, 1)
     images = jnp.where(mirrored, flip_horizontal(images), images)
   return images
+
+
+def alternating_flips(key: jax.Array, indices: jax.Array, epoch: jax.Array) -> jax.Array:
+  """airbench's alternating flip: image i is mirrored in epoch e iff b_i xor (e odd),
+  b_i a fair coin per image drawn from `key`, so each image is seen mirrored in every
+  other epoch (a random half in the first) rather than by chance."""
+  first = jax.vmap(lambda i: jax.random.bernoulli(jax.random.fold_in(key, i)))(indices)
+  return first ^ (epoch % 2 == 1)
 
 
 def _random_crop(key: jax.Array, images: jax.Array, padding: int) -> jax.Array:

@@ -99,10 +99,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   """
   normalize = _normalizer(config)
 
-  def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
+  def train_step(state: TrainState, images: jax.Array, labels: jax.Array,
+                 mirrored: jax.Array | None = None):
     aug_key, dropout_key = rng.step_keys(state.rng, state.step)
     x = augment.random_crop_flip(aug_key, images, padding=config.augment.crop_padding,
-                                 flip=config.augment.flip)
+                                 flip=config.augment.flip, mirrored=mirrored)
     x = normalize(x)
 
     def loss_fn(params, batch_stats):
@@ -156,20 +157,24 @@ def epoch_summary(step_metrics: dict[str, jax.Array], examples: int) -> dict[str
           'param_norm': step_metrics['param_norm'][-1]}
 
 
-def make_indexed_step(train_step: Callable, mesh: jax.sharding.Mesh) -> Callable:
-  """The step on the batch `idx` gathered from the device-resident dataset."""
+def make_indexed_step(train_step: Callable, mesh: jax.sharding.Mesh, steps: int,
+                      alternating_flip: bool = False) -> Callable:
+  """The step on the batch `idx` gathered from the device-resident dataset; with
+  `alternating_flip`, its mirrors follow the images' indices and the epoch."""
 
   def step_on(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax.Array):
     x = jax.lax.with_sharding_constraint(images[idx], sharding.batch_sharded(mesh))
-    return train_step(state, x, labels[idx])
+    mirrored = (augment.alternating_flips(rng.flip_key(state.rng), idx, state.step // steps)
+                if alternating_flip else None)
+    return train_step(state, x, labels[idx], mirrored)
 
   return step_on
 
 
 def make_scanned_epoch(train_step: Callable, mesh: jax.sharding.Mesh, steps: int,
-                       batch_size: int) -> Callable:
+                       batch_size: int, alternating_flip: bool = False) -> Callable:
   """A whole epoch as one program: shuffle, then `lax.scan` the step over its batches."""
-  step_on = make_indexed_step(train_step, mesh)
+  step_on = make_indexed_step(train_step, mesh, steps, alternating_flip)
 
   def train_epoch(state: TrainState, images: jax.Array, labels: jax.Array):
     batches = epoch_batches(state.rng, state.step // steps, images.shape[0], steps, batch_size)
@@ -227,17 +232,18 @@ def compile_epoch(train_step: Callable, config: ml_collections.ConfigDict,
                   images: jax.Array, labels: jax.Array, steps: int
                   ) -> ScannedEpoch | SteppedEpoch:
   """The epoch `resolve_epoch_loop` picks, compiled ahead of time for these arguments."""
-  batch_size = config.batch_size
+  batch_size, alternating = config.batch_size, config.augment.alternating_flip
   out_shardings = (state_sharding, sharding.replicated(mesh))
   if resolve_epoch_loop(config) == 'scan':
-    return ScannedEpoch(jax.jit(make_scanned_epoch(train_step, mesh, steps, batch_size),
+    return ScannedEpoch(jax.jit(make_scanned_epoch(train_step, mesh, steps, batch_size,
+                                                   alternating),
                                 donate_argnums=0, out_shardings=out_shardings
                                 ).lower(state, images, labels).compile())
   batches = jax.jit(
       lambda root, epoch: epoch_batches(root, epoch, images.shape[0], steps, batch_size),
       out_shardings=sharding.batch_sharded(mesh, 1))
   first = batches(state.rng, 0)[0]
-  step = jax.jit(make_indexed_step(train_step, mesh), donate_argnums=0,
+  step = jax.jit(make_indexed_step(train_step, mesh, steps, alternating), donate_argnums=0,
                  out_shardings=out_shardings).lower(state, images, labels, first).compile()
   return SteppedEpoch(step, batches, steps, batch_size)
 

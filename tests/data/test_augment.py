@@ -66,6 +66,27 @@ def test_flip_mirrors_about_half_of_the_images():
   assert 16 <= flipped.sum() <= 48
 
 
+def test_alternating_flips_mirror_each_image_in_every_other_epoch():
+  key, indices = jax.random.key(5), jnp.arange(200)
+  first, second, third = (np.asarray(augment.alternating_flips(key, indices, e))
+                          for e in (0, 1, 2))
+  np.testing.assert_array_equal(second, ~first)
+  np.testing.assert_array_equal(third, first)
+  assert 70 <= first.sum() <= 130  # a random half in the first epoch
+  # An image's mirror depends on its index, not on its place in the batch.
+  shuffled = np.asarray(augment.alternating_flips(key, indices[::-1], 0))
+  np.testing.assert_array_equal(shuffled, first[::-1])
+
+
+def test_given_mirrors_replace_the_random_ones_and_keep_the_crops():
+  images = jnp.asarray(_coordinate_images(16))
+  mirrored = jnp.arange(16) % 2 == 0
+  out = np.asarray(augment.random_crop_flip(jax.random.key(4), images, mirrored=mirrored))
+  unflipped = np.asarray(augment.random_crop_flip(jax.random.key(4), images, flip=False))
+  np.testing.assert_array_equal(out[1::2], unflipped[1::2])
+  np.testing.assert_array_equal(out[::2], unflipped[::2][:, :, ::-1])
+
+
 def test_different_keys_differ_and_same_key_repeats():
   images = jnp.asarray(_coordinate_images(16))
   first = augment.random_crop_flip(jax.random.key(0), images)

@@ -24,7 +24,7 @@ NAMES = ['model.bypass=none,model.squeeze_ratio=0.25',
          'model.bypass=none,model.squeeze_ratio=0.5',
          'model.bypass=simple,model.squeeze_ratio=0.25',
          'model.bypass=simple,model.squeeze_ratio=0.5']
-SHIPPED = ('versions', 'bypass', 'squeeze_ratio', 'pct3x3', 'recipe:r1', 'recipe:r2', 'recipe:r3')
+SHIPPED = ('versions', 'bypass', 'squeeze_ratio', 'pct3x3', 'recipe:r1', 'recipe:r2', 'recipe:r3', 'recipe:r4')
 
 
 def grid_config():

@@ -75,6 +75,21 @@ def test_scanned_epoch_equals_per_step_loop():
   _params_close(stepped.params, scanned.params, rtol=1e-3, atol=1e-4)
 
 
+def test_alternating_flip_scanned_epoch_equals_per_step_loop_and_changes_training():
+  config = tiny_config(**{'data.synthetic_train_size': 64 + 128, 'augment.alternating_flip':
+                          True, 'augment.crop_padding': 0})
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  config.epoch_loop = 'scan'
+  scanned, _ = _run_epoch(config, mesh)
+  config.epoch_loop = 'python'
+  stepped, _ = _run_epoch(config, mesh)
+  _params_close(stepped.params, scanned.params, rtol=1e-3, atol=1e-4)
+  config.augment.alternating_flip = False
+  random_flips, _ = _run_epoch(config, mesh)
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(random_flips.params),
+                                                   jax.tree.leaves(stepped.params)))
+
+
 @pytest.mark.slow
 def test_rerun_resumes_at_the_right_step_with_the_same_state(tmp_path):
   full_dir, split_dir = tmp_path / 'full', tmp_path / 'split'

@@ -75,6 +75,7 @@ def test_scanned_epoch_equals_per_step_loop():
   _params_close(stepped.params, scanned.params, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_alternating_flip_scanned_epoch_equals_per_step_loop_and_changes_training():
   config = tiny_config(**{'data.synthetic_train_size': 64 + 128, 'augment.alternating_flip':
                           True, 'augment.crop_padding': 0})

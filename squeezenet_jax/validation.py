@@ -201,4 +201,6 @@ def check_run_config(config: ml_collections.ConfigDict, path: str) -> None:
   missing = [f for f in RUN_FIELDS if f not in present]
   if missing:
     raise UserError(f'{path} lacks {", ".join(missing[:4])}{" ..." if len(missing) > 4 else ""}'
-                    ': it is not the config a run wrote; restore it from a copy')
+                    ': an earlier version of this code wrote it, or it was edited; this '
+                    'version reads the workdirs it writes (train again), or restore the '
+                    'file from a copy')

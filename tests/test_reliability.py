@@ -289,8 +289,11 @@ def test_a_read_only_workdir_fails_at_once_for_every_mode(tmp_path, tmpfs):
 
 
 def test_ctrl_c_during_the_first_compile_is_one_line_and_exit_130(tmp_path):
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **ONE_DEVICE}
-  process = subprocess.Popen([sys.executable, 'main.py', *TINY, f'--workdir={tmp_path}'],
+  # An empty compilation cache: a program cached by an earlier test would skip the
+  # compile, and the tiny run could end before the signal arrives.
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **ONE_DEVICE,
+         'JAX_COMPILATION_CACHE_DIR': str(tmp_path / 'jax_cache')}
+  process = subprocess.Popen([sys.executable, 'main.py', *TINY, f'--workdir={tmp_path / "run"}'],
                              cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
   for line in process.stderr:

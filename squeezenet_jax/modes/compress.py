@@ -2,7 +2,7 @@
 
 Each stage named in `compress.stages` starts from the run's latest checkpoint or from
 an earlier stage's result (`compress.<stage>.start`), fine-tunes with the trainer's
-own compiled step and loop (`trainer_lib.Trainer` built from a `trainer_lib.FineTune`,
+own compiled step and loop (`trainer.Trainer` built from a `trainer.FineTune`,
 `loop.resume_and_train`), and writes `W/exports/<stage>/model.sqz`:
 
   prune   gradual magnitude pruning (Zhu & Gupta), masks applied inside the step;

@@ -189,10 +189,7 @@ def main(argv):
     from squeezenet_jax.training.preemption import Preempted  # pylint: disable=g-import-not-at-top
     try:
       runtime.setup(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                    process_id=_PROCESS_ID.value, verbose=flags.FLAGS['verbosity'].present,
-                    # predict runs on one device: it keeps all cores' threads.
-                    batch_sizes=None if mode == 'predict' else (config.batch_size,
-                                                                config.eval_batch_size))
+                    process_id=_PROCESS_ID.value, verbose=flags.FLAGS['verbosity'].present)
       _run(mode, workdir, config, paths)
     except Preempted as e:
       logging.warning('%s', e)

@@ -344,8 +344,7 @@ def main(argv):
   config = _CONFIG.value
   if _STEPS.value:
     config.data.limit = _STEPS.value * config.batch_size
-  # As main.py trains: on CPU one single-threaded device per core (XLA_FLAGS chooses).
-  runtime.cpu_devices((config.batch_size, config.eval_batch_size))
+  runtime.cpu_settings()  # as main.py trains: Eigen's convolutions on CPU
   stamp = {'command': ' '.join(['python -m benchmarks.benchmark'] + sys.argv[1:]),
            'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
 

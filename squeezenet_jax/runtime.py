@@ -4,9 +4,9 @@ import logging as std_logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
 
 import jax
+import jaxlib
 from absl import logging
 
 from squeezenet_jax import host
@@ -51,23 +51,18 @@ def quiet_third_party_logs() -> None:
 
 
 def setup(coordinator_address: str | None = None, num_processes: int | None = None,
-          process_id: int | None = None, verbose: bool = False,
-          batch_sizes: Sequence[int] | None = None) -> None:
-  """Logs, the compilation cache, CPU devices and, when configured, jax.distributed.
+          process_id: int | None = None, verbose: bool = False) -> None:
+  """Logs, the compilation cache, CPU settings and, when configured, jax.distributed.
 
   INFO logs come from this package only unless `verbose` (the user gave --verbosity);
   compiled programs are cached across runs and resumes. Multi-process runs start when
   a coordinator is given by flag or by $JAX_COORDINATOR_ADDRESS (with
-  $JAX_NUM_PROCESSES and $JAX_PROCESS_ID). `batch_sizes`: what a data-parallel
-  command's device count must divide (`cpu_devices`); None leaves the devices as JAX
-  makes them (a command on one device, e.g. predict).
+  $JAX_NUM_PROCESSES and $JAX_PROCESS_ID).
   """
   if not verbose:
     logging.set_verbosity(logging.INFO)
     quiet_third_party_logs()
-  if batch_sizes is not None and not (coordinator_address
-                                      or os.environ.get('JAX_COORDINATOR_ADDRESS')):
-    cpu_devices(batch_sizes)
+  cpu_settings()
   cache_root = os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache'))
   jax.config.update('jax_compilation_cache_dir',
                     os.environ.get('JAX_COMPILATION_CACHE_DIR',
@@ -76,32 +71,40 @@ def setup(coordinator_address: str | None = None, num_processes: int | None = No
   _maybe_initialize_distributed(coordinator_address, num_processes, process_id)
 
 
-def cpu_devices(batch_sizes: Sequence[int]) -> int | None:
-  """On a machine without an accelerator: one JAX device per usable core, each running
-  its ops on one thread; returns the count it set, or None where it set nothing.
+# XLA:CPU hands convolutions to Eigen instead of YNNPACK with this flag. The jaxlibs
+# in the range have it; an XLA that does not know a flag aborts the process, so others
+# are left as they are.
+EIGEN_CONVOLUTIONS = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
+EIGEN_CONVOLUTIONS_JAXLIBS = ((0, 10), (0, 13))  # [first, last) minor versions tested
 
-  XLA:CPU splits each op of a step across its thread pool, which for SqueezeNet's
-  small ops scales poorly past one core; devices instead run their share of the batch
-  side by side (the `data` mesh axis), which is the same computation (tests: 4
-  devices equal 1). The count is the most cores that divide every batch size. Nothing
-  is set where XLA_FLAGS already chooses the host device count or threading, or
-  JAX_PLATFORMS names another platform. docs/cpu.md has the measurements.
+
+def cpu_settings() -> bool:
+  """On a machine without an accelerator, Eigen's convolutions in place of YNNPACK's;
+  returns whether it set them.
+
+  YNNPACK runs each convolution on one thread and its weight gradients through
+  transposed copies of the activations; Eigen's are faster on SqueezeNet's maps and
+  split each convolution over XLA's thread pool, so one device uses every core. The
+  values are the same convolutions to float rounding. Nothing is set where XLA_FLAGS
+  already chooses YNNPACK's fusions or JAX_PLATFORMS names another platform.
+  docs/cpu.md has the measurements.
   """
   xla_flags = os.environ.get('XLA_FLAGS', '')
   platforms = os.environ.get('JAX_PLATFORMS', '')
   if (host.has_accelerator() or platforms not in ('', 'cpu')
-      or 'xla_force_host_platform_device_count' in xla_flags
-      or 'xla_cpu_multi_thread_eigen' in xla_flags):
-    return None
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-  count = max(n for n in range(1, (cores or 1) + 1)
-              if all(size % n == 0 for size in batch_sizes))
-  if count > 1:
-    jax.config.update('jax_num_cpu_devices', count)
-    os.environ['XLA_FLAGS'] = f'{xla_flags} --xla_cpu_multi_thread_eigen=false'.strip()
-    logging.info('CPU: %d devices of one thread each, one per core (XLA_FLAGS='
-                 '--xla_force_host_platform_device_count=N chooses another count)', count)
-  return count
+      or 'xla_cpu_experimental_ynn_fusion_type' in xla_flags
+      or not _jaxlib_in(EIGEN_CONVOLUTIONS_JAXLIBS)):
+    return False
+  os.environ['XLA_FLAGS'] = f'{xla_flags} {EIGEN_CONVOLUTIONS}'.strip()
+  return True
+
+
+def _jaxlib_in(bounds: tuple[tuple[int, int], tuple[int, int]]) -> bool:
+  try:
+    version = tuple(int(part) for part in jaxlib.__version__.split('.')[:2])
+  except ValueError:
+    return False
+  return bounds[0] <= version < bounds[1]
 
 
 def _maybe_initialize_distributed(coordinator_address, num_processes, process_id) -> None:

@@ -34,7 +34,7 @@ def _main_modes() -> tuple[str, ...]:
 
 
 def _section(text: str, heading: str) -> str:
-  """The text under `## heading` (or `## \`heading\``) up to the next heading."""
+  """The text under a `## heading` line (the heading in backticks or not), to the next."""
   match = re.search(rf'^## `?{re.escape(heading)}`?\n', text, re.M)
   assert match, f'no "## {heading}" heading'
   return text[match.end():].split('\n## ', 1)[0]

@@ -4,8 +4,6 @@ import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -47,24 +45,30 @@ def test_jaxlibs_outside_the_tested_range_are_left_alone(monkeypatch):
 def test_the_flag_gives_the_same_convolutions(tmp_path):
   """Eigen's convolutions (a process with the flag) and XLA's default ones (this
   process) agree to float rounding, forward and in both gradients."""
-  program = ('import numpy as np\n'
-             'from squeezenet_jax import runtime\n'
-             'assert runtime.cpu_settings()\n'
-             'import tests.test_runtime as t\n'
-             f'np.save({str(tmp_path / "eigen.npy")!r}, t.convolution_and_gradients())\n')
+  program = ('from squeezenet_jax import runtime\n'
+             'assert runtime.cpu_settings()\n' + _CONVOLUTIONS +
+             f'np.save({str(tmp_path / "eigen.npy")!r}, convolution_and_gradients())\n')
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
-  result = subprocess.run([sys.executable, '-c', program], cwd=REPO_ROOT,
-                          env={**env, 'PYTHONPATH': f'{REPO_ROOT}:{REPO_ROOT / "tests"}'},
+  result = subprocess.run([sys.executable, '-c', program], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
-  eigen, default = np.load(tmp_path / 'eigen.npy'), convolution_and_gradients()
+  namespace = {}
+  exec(_CONVOLUTIONS, namespace)  # pylint: disable=exec-used
+  eigen, default = np.load(tmp_path / 'eigen.npy'), namespace['convolution_and_gradients']()
   assert not np.array_equal(eigen, default), 'the flag changed nothing: other convolutions?'
   np.testing.assert_allclose(eigen, default,
                              rtol=1e-4, atol=1e-4)  # kernel gradients: sums of 2,048 terms
 
 
-def convolution_and_gradients() -> np.ndarray:
-  """A 3x3 and a 1x1 convolution's outputs and input and kernel gradients, flattened."""
+# Run in this process and in one with the flag: a 3x3 and a 1x1 convolution's outputs and
+# input and kernel gradients, flattened.
+_CONVOLUTIONS = """
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def convolution_and_gradients():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((8, 16, 16, 16), np.float32))
   kernels = [jnp.asarray(rng.standard_normal((k, k, 16, 32), np.float32) / (4 * k))
@@ -79,3 +83,4 @@ def convolution_and_gradients() -> np.ndarray:
     return (conv(x, w),) + jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), (0, 1))(x, w)
 
   return np.concatenate([np.asarray(a).ravel() for w in kernels for a in outputs(x, w)])
+"""

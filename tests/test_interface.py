@@ -14,20 +14,19 @@ DOCS = REPO_ROOT / 'docs' / 'interface.md'
 FIXED = REPO_ROOT.parent / 'shared' / 'INTERFACE.md'  # absent outside this project's checkout
 ABSL_FLAGS = {'help', 'verbosity'}  # absl's own, documented beside main.py's
 TABLE_CELL = re.compile(r'^\| (.+?) \|', re.M)
+MAIN = ast.parse((REPO_ROOT / 'main.py').read_text())
 
 
 def _main_flags() -> set[str]:
   """Names of the flags main.py defines (absl `DEFINE_*` and config_flags)."""
-  tree = ast.parse((REPO_ROOT / 'main.py').read_text())
-  return {node.args[0].value for node in ast.walk(tree)
+  return {node.args[0].value for node in ast.walk(MAIN)
           if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
           and node.func.attr.startswith('DEFINE') and node.args
           and isinstance(node.args[0], ast.Constant)}
 
 
 def _main_modes() -> tuple[str, ...]:
-  tree = ast.parse((REPO_ROOT / 'main.py').read_text())
-  for node in tree.body:
+  for node in MAIN.body:
     if isinstance(node, ast.Assign) and node.targets[0].id == 'MODES':
       return ast.literal_eval(node.value)
   raise AssertionError('main.py defines no MODES')

@@ -11,11 +11,11 @@ from conftest import REPO_ROOT
 from squeezenet_jax import runtime
 
 
-def _run(extra_env: dict[str, str], code: str = '') -> str:
+def _run(extra_env: dict[str, str]) -> str:
   """`cpu_settings`' return, the device count JAX then has, and XLA_FLAGS after it."""
   program = ('import os, jax; from squeezenet_jax import runtime\n'
              'print(runtime.cpu_settings(), jax.device_count(), '
-             'repr(os.environ.get("XLA_FLAGS", "")))\n' + code)
+             'repr(os.environ.get("XLA_FLAGS", "")))')
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
   result = subprocess.run([sys.executable, '-c', program], cwd=REPO_ROOT,
                           env={**env, **extra_env}, capture_output=True, text=True,

@@ -60,6 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.momentum = 0.9
   config.weight_decay = 5e-4
   config.label_smoothing = 0.1
+  # BatchNorm offsets' learning rate as a multiple of the schedule's (airbench's BN-bias
+  # learning rate); 1: the same as every other parameter's.
+  config.bn_bias_lr_scale = 1.0
   config.warmup_epochs = 1.0
   config.lr_schedule = 'cosine'  # decay after warmup: cosine | linear (to zero at the end)
   config.num_epochs = 30

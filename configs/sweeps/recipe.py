@@ -50,6 +50,14 @@ _ROUNDS = {
         {'augment.alternating_flip': True},
         {'model.stem_pool': False},  # same parameters, about 4x the MACs
     ]),
+    # From configs/squeezenet_best.py's training (round 3's base at batch 128): airbench's
+    # BatchNorm-bias learning rate (its x64, and x8).
+    'r5': ({'model.classifier_relu': False, 'model.dropout': 0.0,
+            'label_smoothing': 0.2, 'batch_size': 128}, [
+        {},
+        {'bn_bias_lr_scale': 8.0},
+        {'bn_bias_lr_scale': 64.0},
+    ]),
 }
 
 

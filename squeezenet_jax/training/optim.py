@@ -32,6 +32,14 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def _batch_norm_offsets(params):
+  """True at BatchNorm's offsets (`.../bn/bias`), the leaves `bn_bias_lr_scale` scales."""
+  def is_offset(path, _):
+    names = [getattr(key, 'key', getattr(key, 'name', None)) for key in path]
+    return any(a == 'bn' and b == 'bias' for a, b in zip(names, names[1:]))
+  return jax.tree_util.tree_map_with_path(is_offset, params)
+
+
 class Optimizer(NamedTuple):
   tx: optax.GradientTransformation
   schedule: optax.Schedule  # the learning rate tx applies at each step, for logging
@@ -45,4 +53,9 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> O
         optax.sgd(schedule, momentum=config.momentum, nesterov=True))
   else:  # adamw
     tx = optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask)
+  if config.bn_bias_lr_scale != 1.0:
+    # airbench's BatchNorm-bias learning rate: their update (never decayed) scaled, so
+    # their learning rate is this multiple of the schedule's under either optimizer.
+    tx = optax.chain(tx, optax.masked(optax.scale(config.bn_bias_lr_scale),
+                                      _batch_norm_offsets))
   return Optimizer(tx, schedule)

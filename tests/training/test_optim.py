@@ -1,5 +1,6 @@
 """Tests for optim: the learning-rate schedules' shape, and a bad choice refused."""
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -34,3 +35,28 @@ def test_linear_without_warmup_starts_at_the_peak():
   np.testing.assert_allclose(float(lr(0)), 0.4, rtol=1e-6)
 
 
+
+
+def _one_step(optimizer, scale):
+  """The update of one SGD or AdamW step on a BN offset, a BN scale and a kernel."""
+  config = ml_collections.ConfigDict({
+      'num_epochs': 1, 'warmup_epochs': 0.0, 'learning_rate': 0.1,
+      'lr_schedule': 'linear', 'optimizer': optimizer, 'momentum': 0.9,
+      'weight_decay': 5e-4, 'bn_bias_lr_scale': scale})
+  tx = optim.make_optimizer(config, steps_per_epoch=10).tx
+  params = {'conv1': {'bn': {'bias': np.ones(4, np.float32), 'scale': np.ones(4, np.float32)},
+                      'conv': {'kernel': np.ones((3, 3, 2, 4), np.float32)}}}
+  grads = jax.tree.map(lambda p: np.full_like(p, 0.5), params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  return updates
+
+
+@pytest.mark.parametrize('optimizer', optim.OPTIMIZERS)
+def test_bn_bias_lr_scale_scales_only_the_batch_norm_offsets(optimizer):
+  plain, scaled = _one_step(optimizer, 1.0), _one_step(optimizer, 64.0)
+  np.testing.assert_allclose(scaled['conv1']['bn']['bias'],
+                             64 * plain['conv1']['bn']['bias'], rtol=1e-6)
+  assert np.all(plain['conv1']['bn']['bias'] != 0)
+  for path in (('bn', 'scale'), ('conv', 'kernel')):
+    a, b = (u['conv1'][path[0]][path[1]] for u in (plain, scaled))
+    np.testing.assert_array_equal(a, b)

@@ -60,3 +60,13 @@ def test_bn_bias_lr_scale_scales_only_the_batch_norm_offsets(optimizer):
   for path in (('bn', 'scale'), ('conv', 'kernel')):
     a, b = (u['conv1'][path[0]][path[1]] for u in (plain, scaled))
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_offsets_mask_finds_every_batch_norm_offset_of_the_model():
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from squeezenet_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  _, variables = trainer.init_model(default.get_config())
+  flat = jax.tree_util.tree_flatten_with_path(optim._batch_norm_offsets(variables['params']))[0]
+  chosen = {jax.tree_util.keystr(path) for path, offset in flat if offset}
+  assert len(chosen) == 25  # conv1 and the three convs of each of the eight Fires
+  assert all("['bn']['bias']" in name for name in chosen)

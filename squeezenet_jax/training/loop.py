@@ -39,7 +39,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains (or resumes) the run in `workdir`; returns results.json's dict.
 
   Raises `Preempted` after saving a checkpoint when SIGTERM/SIGINT arrives (at any
-  process: all processes stop at the same step).
+  process: all processes stop at the same step). A signal during the last epoch or
+  after it waits for the run to finish: its last checkpoint committed, results written.
   """
   validation.validate(config)
   with contextlib.ExitStack() as stack:
@@ -55,12 +56,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         lambda: workdir_lib.write_classes(workdir, trainer.dataset.class_names))
     checkpointer = stack.enter_context(contextlib.closing(checkpoints.Checkpointer(
         workdir_lib.checkpoint_dir(workdir), max_to_keep=config.max_to_keep)))
+    signals = SignalCatcher()  # armed by the epochs, disarmed once results are written
+    stack.callback(signals.disarm)
     finished = _finished_results(workdir, checkpointer.latest_step(),
                                  config.num_epochs * trainer.steps_per_epoch)
     if finished is not None:
       return finished
     val_metrics = resume_and_train(trainer, checkpointer, workdir,
-                                   fallback=checkpoint_fallback)
+                                   fallback=checkpoint_fallback, signals=signals)
     results = _results(trainer, checkpointer, workdir, val_metrics)
     if jax.process_index() == 0:
       results = workdir_lib.merge_json(f'{workdir}/{workdir_lib.RESULTS_FILE}', results)
@@ -72,27 +75,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def resume_and_train(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkpointer,
-                     directory: str, *, fallback: bool = False) -> dict[str, float]:
+                     directory: str, *, fallback: bool = False,
+                     signals: SignalCatcher | None = None) -> dict[str, float]:
   """Resumes `trainer` from the latest checkpoint, if any, and runs the remaining epochs.
 
   Training and each stage of `--mode=compress` go through here: metrics to
   `directory`/metrics.jsonl (rows past the checkpoint dropped) and TensorBoard,
   checkpoints on the config's cadence, `Preempted` on SIGTERM/SIGINT after a save.
-  Returns the last validation scores ({} when no epoch was left to run).
+  Signals are caught from the first epoch until the last checkpoint is committed, or
+  for as long as the caller keeps `signals` armed. Returns the last validation scores
+  ({} when no epoch was left to run).
   """
   if checkpointer.latest_step() is not None:
     trainer.restore(checkpointer, fallback=fallback)
     logging.info('Resumed from step %d', trainer.step)
-  with contextlib.closing(metrics_lib.MetricsWriter(
-      f'{directory}/{workdir_lib.METRICS_FILE}', f'{directory}/tensorboard')) as writer:
-    writer.truncate_after(trainer.step)
-    val_metrics = _train_epochs(trainer, checkpointer, writer, directory)
-  checkpointer.wait()
+  with contextlib.ExitStack() as stack:
+    if signals is None:
+      signals = SignalCatcher()
+      stack.callback(signals.disarm)
+    with contextlib.closing(metrics_lib.MetricsWriter(
+        f'{directory}/{workdir_lib.METRICS_FILE}', f'{directory}/tensorboard')) as writer:
+      writer.truncate_after(trainer.step)
+      val_metrics = _train_epochs(trainer, checkpointer, writer, directory, signals)
+    checkpointer.wait()
   return val_metrics
 
 
 def _train_epochs(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkpointer,
-                  writer: metrics_lib.MetricsWriter, workdir: str) -> dict[str, float]:
+                  writer: metrics_lib.MetricsWriter, workdir: str,
+                  signals: SignalCatcher) -> dict[str, float]:
   """Runs the remaining epochs; returns the last validation scores."""
   config, steps = trainer.config, trainer.steps_per_epoch
   if trainer.step >= config.num_epochs * steps:
@@ -103,32 +114,32 @@ def _train_epochs(trainer: trainer_lib.Trainer, checkpointer: checkpoints.Checkp
                steps, config.batch_size, trainer.compile_seconds, trainer.mesh.devices.size,
                jax.devices()[0].platform)
   val_metrics, seconds = {}, []
-  with SignalCatcher() as signals:
-    for epoch in range(trainer.step // steps + 1, config.num_epochs + 1):
-      start = time.perf_counter()
-      with _maybe_profile(config, epoch, workdir):
-        trainer.state, epoch_metrics = epoch_fn(
-            trainer.state, images, labels,
-            on_step=progress.EpochProgress(epoch, config.num_epochs, steps,
-                                           config.batch_size))
-        epoch_metrics = {k: float(v) for k, v in sharding.to_host(epoch_metrics).items()}
-      seconds.append(time.perf_counter() - start)
-      _check_finite(epoch, epoch_metrics, checkpointer)
-      last = epoch == config.num_epochs
-      evaluated = _validate(trainer) if epoch % config.eval_every_epochs == 0 or last else {}
-      val_metrics = evaluated or val_metrics
-      images_per_second = steps * config.batch_size / seconds[-1]
-      writer.write(step=trainer.step, epoch=epoch,
-                   learning_rate=float(trainer.optimizer.schedule(trainer.step - 1)),
-                   epoch_seconds=seconds[-1], images_per_second=images_per_second,
-                   **epoch_metrics, **evaluated)
-      progress.log_epoch(config, epoch, trainer.step, {**epoch_metrics, **evaluated},
-                         images_per_second, np.mean(seconds) * (config.num_epochs - epoch))
-      stop = multiprocess.agreed_signal(signals.signum)
-      if epoch % config.checkpoint_every_epochs == 0 or last or stop:
-        checkpointer.save(trainer.step, trainer.state.to_items())
-      if stop and not last:
-        raise Preempted(stop, trainer.step)
+  signals.arm()
+  for epoch in range(trainer.step // steps + 1, config.num_epochs + 1):
+    start = time.perf_counter()
+    with _maybe_profile(config, epoch, workdir):
+      trainer.state, epoch_metrics = epoch_fn(
+          trainer.state, images, labels,
+          on_step=progress.EpochProgress(epoch, config.num_epochs, steps,
+                                         config.batch_size))
+      epoch_metrics = {k: float(v) for k, v in sharding.to_host(epoch_metrics).items()}
+    seconds.append(time.perf_counter() - start)
+    _check_finite(epoch, epoch_metrics, checkpointer)
+    last = epoch == config.num_epochs
+    evaluated = _validate(trainer) if epoch % config.eval_every_epochs == 0 or last else {}
+    val_metrics = evaluated or val_metrics
+    images_per_second = steps * config.batch_size / seconds[-1]
+    writer.write(step=trainer.step, epoch=epoch,
+                 learning_rate=float(trainer.optimizer.schedule(trainer.step - 1)),
+                 epoch_seconds=seconds[-1], images_per_second=images_per_second,
+                 **epoch_metrics, **evaluated)
+    progress.log_epoch(config, epoch, trainer.step, {**epoch_metrics, **evaluated},
+                       images_per_second, np.mean(seconds) * (config.num_epochs - epoch))
+    stop = multiprocess.agreed_signal(signals.signum)
+    if epoch % config.checkpoint_every_epochs == 0 or last or stop:
+      checkpointer.save(trainer.step, trainer.state.to_items())
+    if stop and not last:
+      raise Preempted(stop, trainer.step)
   return val_metrics
 
 

@@ -20,17 +20,29 @@ class Preempted(Exception):
 
 
 class SignalCatcher:
-  """Turns SIGTERM/SIGINT into a flag checked at safe points (a second one kills)."""
+  """Turns SIGTERM/SIGINT into a flag checked at safe points (a second one kills).
+
+  `arm` may come later than construction (training arms it once compiled, so a signal
+  while loading or compiling still ends the process at once); `disarm` is idempotent.
+  """
 
   def __init__(self):
     self.signum = None
     self._previous = {}
 
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+  def arm(self) -> 'SignalCatcher':
+    if not self._previous and threading.current_thread() is threading.main_thread():
       for signum in (signal.SIGTERM, signal.SIGINT):
         self._previous[signum] = signal.signal(signum, self._catch)
     return self
+
+  def disarm(self) -> None:
+    while self._previous:
+      signum, handler = self._previous.popitem()
+      signal.signal(signum, handler)
+
+  def __enter__(self):
+    return self.arm()
 
   def _catch(self, signum, frame):
     del frame
@@ -40,5 +52,4 @@ class SignalCatcher:
     signal.signal(signum, self._previous[signum])
 
   def __exit__(self, *exc):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
+    self.disarm()

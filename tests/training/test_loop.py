@@ -1,6 +1,8 @@
 """Trainer: learning, data-parallel equivalence, scanned vs per-step, resume, eval."""
 
 import json
+import signal
+import threading
 
 import jax
 import numpy as np
@@ -107,6 +109,37 @@ def test_rerun_resumes_at_the_right_step_with_the_same_state(tmp_path):
   assert resumed['val_accuracy'] == full['val_accuracy']
   _params_close(restored_params(full_dir, tiny_config(num_epochs=2)),
                 restored_params(split_dir, tiny_config(num_epochs=2)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('when', ['wait', 'results'])
+def test_a_signal_after_the_last_epoch_waits_for_the_finished_run(tmp_path, monkeypatch, when):
+  """SIGTERM while the last checkpoint commits or results are written: the run finishes.
+
+  Unarmed then, the signal would kill the process with the last save uncommitted and
+  no results.json, though metrics.jsonl already logged the last epoch.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip('signal handlers need the main thread')
+  raised, before = [], signal.getsignal(signal.SIGTERM)
+
+  def signal_then(original):
+    def wrapped(*args, **kwargs):
+      if not raised:
+        raised.append(True)
+        signal.raise_signal(signal.SIGTERM)
+      return original(*args, **kwargs)
+    return wrapped
+
+  if when == 'wait':
+    monkeypatch.setattr(checkpoints.Checkpointer, 'wait',
+                        signal_then(checkpoints.Checkpointer.wait))
+  else:
+    monkeypatch.setattr(loop, '_results', signal_then(loop._results))
+  results = loop.train_and_evaluate(tiny_config(num_epochs=1), str(tmp_path))
+  assert raised
+  assert json.loads((tmp_path / 'results.json').read_text())['steps'] == results['steps']
+  assert checkpoints.Checkpointer(tmp_path / 'checkpoints').latest_step() == results['steps']
+  assert signal.getsignal(signal.SIGTERM) is before  # disarmed afterwards
 
 
 def test_eval_mode_scores_the_checkpoint(tmp_path, tiny_run):

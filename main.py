@@ -76,14 +76,18 @@ def with_home_expanded(argv: list[str]) -> list[str]:
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, but `--config.*` arguments of a mode on a trained run are left
-  for the run's own config (`trained_run.parse_args`), and an unknown config field is
-  one `error:` line."""
+  for the run's own config (`trained_run.parse_args`), and a bad flag, value, config file
+  or config field is one `error:` line."""
+  config_file = _config_file_argument(argv)
+  if config_file is not None:
+    from squeezenet_jax import config_utils  # pylint: disable=g-import-not-at-top
+    problem = config_utils.config_file_problem(config_file)
+    if problem:
+      _fail(problem, 2)
   try:
     rest = flags.FLAGS(argv, known_only=True)
-  except flags.Error as e:
-    print(f'FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on '
-          'flags.', file=sys.stderr)
-    sys.exit(1)
+  except flags.Error as e:  # absl: `flag --top_k=abc: invalid literal for int() ...`
+    _fail(f'{e}; --helpshort lists the flags', 2)
   except (AttributeError, KeyError) as e:  # ml-collections: a field the config lacks
     from squeezenet_jax import config_utils  # pylint: disable=g-import-not-at-top
     _fail(config_utils.unknown_field_message(e, argv), 2)
@@ -91,10 +95,18 @@ def _parse_flags(argv: list[str]) -> list[str]:
     unknown = [arg for arg in rest[1:] if arg.startswith('-')]
     if unknown:
       name = unknown[0].split('=', 1)[0].lstrip('-')
-      print(f'FATAL Flags parsing error: Unknown command line flag {name!r}\nPass --helpshort '
-            'or --helpfull to see help on flags.', file=sys.stderr)
-      sys.exit(1)
+      _fail(f'unknown command line flag {name!r}; --helpshort lists the flags', 2)
   return rest
+
+
+def _config_file_argument(argv: list[str]) -> str | None:
+  """The value of `--config=X` (or `--config X`) in `argv`, if there is one."""
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config':
+      return argv[i + 1] if i + 1 < len(argv) else ''
+  return None
 
 
 def _config(mode: str, workdir: str | None, args: list[str]):
@@ -117,7 +129,8 @@ def _config(mode: str, workdir: str | None, args: list[str]):
   if _CONFIG.value is None:
     raise UserError(f'--mode={mode} needs --config=configs/<name>.py')
   if args:
-    raise app.UsageError(f'unexpected arguments: {" ".join(args)}')
+    raise UserError(f'unexpected arguments: {" ".join(args)} (only --mode=predict takes '
+                    'image paths; flags are written --name=value)')
   from squeezenet_jax import validation  # pylint: disable=g-import-not-at-top
   validation.validate(_CONFIG.value)
   return _CONFIG.value, []

@@ -5,7 +5,11 @@ plotting library.
 """
 
 import difflib
+import glob
+import importlib.machinery
+import importlib.util
 import itertools
+import os
 import re
 from typing import Any, Mapping, Sequence
 
@@ -70,3 +74,39 @@ def unknown_field_message(error: Exception, argv: Sequence[str]) -> str:
   close = re.search(r'Did you mean "([^"]+)"', str(error))
   hint = f' (did you mean {close.group(1)}?)' if close else ''
   return f'{arg}: the config has no field {field}{hint}; --print_config lists them'
+
+
+def config_file_problem(value: str) -> str | None:
+  """Why `--config=value` (`path[:argument]`) cannot give a config, or None if it can.
+
+  ml-collections reports a missing file as a failed read of a config deferred to its first
+  use, a syntax error as a traceback and a file without `get_config` as an unknown field;
+  this loads the file as it does (SourceFileLoader, then `get_config(argument)`) to name
+  the problem in one line.
+  """
+  path, _, argument = value.partition(':')
+  if not path:
+    return '--config needs a config file, e.g. --config=configs/default.py'
+  if not os.path.isfile(path):
+    shipped = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), 'configs', '[!_]*.py')))
+    names = ', '.join(f'configs/{os.path.basename(p)}' for p in shipped)
+    return f'--config={value}: no such file {path}' + (f'; the configs: {names}' if names
+                                                           else '')
+  try:
+    loader = importlib.machinery.SourceFileLoader('_checked_config', path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    if not callable(getattr(module, 'get_config', None)):
+      return (f'--config={value} has no get_config() function: a config file defines '
+              'get_config() returning an ml_collections.ConfigDict, as configs/ files do')
+    config = module.get_config(*([argument] if argument else []))
+  except Exception as e:  # pylint: disable=broad-except  # whatever the user's file raises
+    where = f', line {e.lineno}' if isinstance(e, SyntaxError) and e.lineno else ''
+    detail = str(e.msg if isinstance(e, SyntaxError) else e).strip().splitlines()
+    return (f'--config={value} cannot be loaded ({type(e).__name__}{where}'
+            f'{": " + detail[0] if detail else ""}): fix the file')
+  if not isinstance(config, ml_collections.ConfigDict):
+    return (f'--config={value}: get_config() returned {type(config).__name__}, not an '
+            'ml_collections.ConfigDict')
+  return None

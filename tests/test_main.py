@@ -59,10 +59,54 @@ def test_unknown_config_field_is_refused(tmp_path):
 
 def test_positional_arguments_are_image_paths_for_predict_only(tmp_path):
   result = run_main(*TINY, f'--workdir={tmp_path}', 'stray.png')
-  assert result.returncode == 1 and 'unexpected arguments: stray.png' in result.stderr
+  assert result.returncode == 2 and 'unexpected arguments: stray.png' in error_line(result)
   (tmp_path / 'config.json').write_text(tiny_config().to_json())
   result = run_main('--mode=predict', f'--workdir={tmp_path}')
   assert result.returncode == 2 and 'needs image files' in error_line(result)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.num_epochs=abc'],
+     "error: flag --config.num_epochs=abc: invalid literal for int() with base 10: 'abc'; "
+     '--helpshort lists the flags'),
+    (['--top_k=many'], 'flag --top_k=many: invalid literal for int()'),
+    (['--mode=trian'], 'flag --mode=trian: value should be one of <train|eval'),
+    (['--bogus'], "error: unknown command line flag 'bogus'; --helpshort lists the flags"),
+])
+def test_a_bad_flag_is_one_error_line_and_exit_2(tmp_path, args, message):
+  result = run_main(*TINY, f'--workdir={tmp_path / "w"}', *args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert message in error_line(result)
+  assert 'FATAL' not in result.stderr and not (tmp_path / 'w').exists()
+
+
+@pytest.mark.parametrize('text, message', [
+    (None, 'no such file'),
+    ('def get_config(:\n', 'cannot be loaded (SyntaxError, line 1: invalid syntax): fix the file'),
+    ('X = 1\n', 'has no get_config() function'),
+    ('def get_config():\n  return 3\n', 'get_config() returned int, not an ml_collections'),
+    ('def get_config():\n  raise ValueError("no such variant")\n',
+     'cannot be loaded (ValueError: no such variant): fix the file'),
+])
+def test_a_config_file_that_gives_no_config_is_one_error_line(tmp_path, text, message):
+  path = tmp_path / 'my_config.py'
+  if text is not None:
+    path.write_text(text)
+  result = run_main(f'--config={path}', f'--workdir={tmp_path / "w"}')
+  assert result.returncode == 2, result.stderr[-2000:]
+  line = error_line(result)
+  assert line.startswith(f'error: --config={path}') and message in line, line
+  assert 'Traceback' not in result.stderr and not (tmp_path / 'w').exists()
+  if text is None:  # the shipped configs are named, to pick from
+    assert 'configs/default.py' in line and 'configs/squeezenet_best.py' in line
+
+
+def test_a_config_file_argument_reaches_get_config(tmp_path):
+  result = run_main('--config=configs/tiny.py:extra', f'--workdir={tmp_path}')
+  assert result.returncode == 2 and 'get_config() takes 0 positional' in error_line(result)
+  result = run_main('--mode=sweep', '--config=configs/sweeps/recipe.py:r1', '--print_config',
+                    f'--workdir={tmp_path}')
+  assert result.returncode == 0 and json.loads(result.stdout)['model']['name'] == 'squeezenet'
 
 
 @pytest.mark.slow

@@ -22,6 +22,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from squeezenet_jax import cli
+
 MODES = ('train', 'eval', 'summary', 'sweep', 'export', 'compress', 'predict')
 RUN_MODES = ('eval', 'export', 'compress', 'predict')  # on a trained run: its config.json
 HELP_ARGS = ('-h', '-?', '--help', '--helpshort', '--helpfull')
@@ -75,38 +77,15 @@ def with_home_expanded(argv: list[str]) -> list[str]:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, but `--config.*` arguments of a mode on a trained run are left
-  for the run's own config (`trained_run.parse_args`), and a bad flag, value, config file
-  or config field is one `error:` line."""
-  config_file = _config_file_argument(argv)
-  if config_file is not None:
-    from squeezenet_jax import config_utils  # pylint: disable=g-import-not-at-top
-    problem = config_utils.config_file_problem(config_file)
-    if problem:
-      _fail(problem, 2)
-  try:
-    rest = flags.FLAGS(argv, known_only=True)
-  except flags.Error as e:  # absl: `flag --top_k=abc: invalid literal for int() ...`
-    _fail(f'{e}; --helpshort lists the flags', 2)
-  except (AttributeError, KeyError) as e:  # ml-collections: a field the config lacks
-    from squeezenet_jax import config_utils  # pylint: disable=g-import-not-at-top
-    _fail(config_utils.unknown_field_message(e, argv), 2)
+  """`cli.parse_flags`, but `--config.*` arguments of a mode on a trained run are left for
+  the run's own config (`trained_run.parse_args`)."""
+  rest = cli.parse_flags(argv, known_only=True)
   if _MODE.value not in RUN_MODES:
     unknown = [arg for arg in rest[1:] if arg.startswith('-')]
     if unknown:
       name = unknown[0].split('=', 1)[0].lstrip('-')
-      _fail(f'unknown command line flag {name!r}; --helpshort lists the flags', 2)
+      cli.fail(f'unknown command line flag {name!r}; --helpshort lists the flags', 2)
   return rest
-
-
-def _config_file_argument(argv: list[str]) -> str | None:
-  """The value of `--config=X` (or `--config X`) in `argv`, if there is one."""
-  for i, arg in enumerate(argv[1:], 1):
-    if arg.startswith('--config='):
-      return arg.split('=', 1)[1]
-    if arg == '--config':
-      return argv[i + 1] if i + 1 < len(argv) else ''
-  return None
 
 
 def _config(mode: str, workdir: str | None, args: list[str]):
@@ -177,15 +156,6 @@ def _run(mode: str, workdir: str, config, paths: list[str]) -> None:
                             checkpoint_fallback=fallback)
 
 
-def _fail(message: str, code: int) -> None:
-  """One `error:` line, then exit at once: orbax's writer threads may never end, and
-  would print tracebacks of their own at interpreter shutdown."""
-  logging.flush()
-  print(f'error: {message}', file=sys.stderr, flush=True)
-  sys.stdout.flush()
-  os._exit(code)  # pylint: disable=protected-access
-
-
 def main(argv):
   from squeezenet_jax import errors  # pylint: disable=g-import-not-at-top
   mode, workdir = _MODE.value, _WORKDIR.value
@@ -208,12 +178,12 @@ def main(argv):
       logging.warning('%s', e)
       sys.exit(e.exit_code)
   except KeyboardInterrupt:  # Ctrl-C before the trainer's own handler is installed
-    _fail('interrupted; nothing of this command was saved beyond its last checkpoint', 130)
+    cli.fail('interrupted; nothing of this command was saved beyond its last checkpoint', 130)
   except Exception as e:  # pylint: disable=broad-except
     shown = errors.user_facing(e)
     if shown is None:
       raise
-    _fail(*shown)
+    cli.fail(*shown)
 
 
 def _help(argv: list[str]) -> None:

@@ -31,6 +31,7 @@ from ml_collections import config_flags
 
 from benchmarks import torch_reference
 from squeezenet_jax import accounting
+from squeezenet_jax import cli
 from squeezenet_jax import runtime
 from squeezenet_jax.training import trainer as trainer_lib
 from squeezenet_jax.training import steps
@@ -335,9 +336,9 @@ def summary_line(name: str, r: dict[str, Any]) -> str:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])} (flags are written --name=value)', 2)
   if _CONFIG.value is None:
-    raise app.UsageError('--config=configs/<name>.py is required')
+    cli.fail('--config=configs/<name>.py is required', 2)
   if _TORCH.value:  # JAX would otherwise take 75% of the GPU before torch starts
     os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')  # read at backend init
   jax.config.update('jax_enable_compilation_cache', False)
@@ -375,4 +376,4 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
 if __name__ == '__main__':
   from squeezenet_jax import host  # pylint: disable=g-import-not-at-top
   host.with_huge_pages()  # as main.py: huge pages for malloc on CPU
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

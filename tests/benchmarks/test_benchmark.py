@@ -2,12 +2,15 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
 from benchmarks import benchmark
 from benchmarks import torch_reference
-from conftest import tiny_config
+from conftest import REPO_ROOT, tiny_config
 
 _SPEED_FIELDS = ('compile_seconds', 'epoch_seconds', 'train_images_per_second',
                  'eval_images_per_second', 'train_tflops', 'eval_tflops')
@@ -116,3 +119,19 @@ def test_a_failing_torch_reference_keeps_the_jax_figures(monkeypatch):
   assert report['torch'] == {'skipped': 'the PyTorch reference failed: RuntimeError: '
                                         'BackendCompilerFailed: inductor', 'failed': True}
   assert 'jax_over_torch_images_per_second' not in report
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config=configs/nonexist.py'], 'error: --config=configs/nonexist.py: no such file'),
+    (['--config=configs/tiny.py', '--repeats=abc'], 'error: flag --repeats=abc: invalid literal'),
+    (['--config=configs/tiny.py', '--config.batch_sise=8'], 'the config has no field batch_sise'),
+    (['--config=configs/tiny.py', '--bogus'], "error: unknown command line flag 'bogus'"),
+])
+def test_a_bad_benchmark_command_is_one_error_line(args, message):
+  result = subprocess.run([sys.executable, '-m', 'benchmarks.benchmark', *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr

@@ -27,8 +27,7 @@ def fail(message: str, code: int) -> NoReturn:
 
 def parse_flags(argv: list[str], known_only: bool = False) -> list[str]:
   """absl's `flags.FLAGS(argv)`: the arguments left, or one `error:` line and exit 2."""
-  config_file = config_file_argument(argv)
-  if config_file is not None:
+  for config_file in config_file_arguments(argv):
     problem = config_utils.config_file_problem(config_file)
     if problem:
       fail(problem, EXIT_USER_ERROR)
@@ -43,11 +42,14 @@ def parse_flags(argv: list[str], known_only: bool = False) -> list[str]:
     fail(config_utils.unknown_field_message(e, argv), EXIT_USER_ERROR)
 
 
-def config_file_argument(argv: list[str]) -> str | None:
-  """The value of `--config=X` (or `--config X`) in `argv`, if there is one."""
+def config_file_arguments(argv: list[str]) -> list[str]:
+  """Every value of `--config=X` (or `--config X`) in `argv` (absl takes the last)."""
+  values = []
   for i, arg in enumerate(argv[1:], 1):
+    if arg == '--':
+      break
     if arg.startswith('--config='):
-      return arg.split('=', 1)[1]
-    if arg == '--config':
-      return argv[i + 1] if i + 1 < len(argv) else ''
-  return None
+      values.append(arg.split('=', 1)[1])
+    elif arg == '--config':
+      values.append(argv[i + 1] if i + 1 < len(argv) else '')
+  return values

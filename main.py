@@ -84,7 +84,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     unknown = [arg for arg in rest[1:] if arg.startswith('-')]
     if unknown:
       name = unknown[0].split('=', 1)[0].lstrip('-')
-      cli.fail(f'unknown command line flag {name!r}; --helpshort lists the flags', 2)
+      cli.fail_unknown_flag(name)
   return rest
 
 

@@ -34,12 +34,15 @@ def parse_flags(argv: list[str], known_only: bool = False) -> list[str]:
   try:
     return flags.FLAGS(argv, known_only=known_only)
   except flags.UnrecognizedFlagError as e:
-    fail(f'unknown command line flag {e.flagname!r}; --helpshort lists the flags',
-         EXIT_USER_ERROR)
+    fail_unknown_flag(e.flagname)
   except flags.Error as e:  # absl: `flag --top_k=abc: invalid literal for int() ...`
     fail(f'{e}; --helpshort lists the flags', EXIT_USER_ERROR)
   except (AttributeError, KeyError) as e:  # ml-collections: a field the config lacks
     fail(config_utils.unknown_field_message(e, argv), EXIT_USER_ERROR)
+
+
+def fail_unknown_flag(name: str) -> NoReturn:
+  fail(f'unknown command line flag {name!r}; --helpshort lists the flags', EXIT_USER_ERROR)
 
 
 def config_file_arguments(argv: list[str]) -> list[str]:

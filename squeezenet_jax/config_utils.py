@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 
 from squeezenet_jax.errors import UserError
+from squeezenet_jax.errors import first_line
 
 
 def field_names(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
@@ -82,7 +83,8 @@ def config_file_problem(value: str) -> str | None:
   ml-collections reports a missing file as a failed read of a config deferred to its first
   use, a syntax error as a traceback and a file without `get_config` as an unknown field;
   this loads the file as it does (SourceFileLoader, then `get_config(argument)`) to name
-  the problem in one line.
+  the problem in one line. The file then runs twice, here and in absl's parse: configs are
+  cheap and side-effect free.
   """
   path, _, argument = value.partition(':')
   if not path:
@@ -103,9 +105,9 @@ def config_file_problem(value: str) -> str | None:
     config = module.get_config(*([argument] if argument else []))
   except Exception as e:  # pylint: disable=broad-except  # whatever the user's file raises
     where = f', line {e.lineno}' if isinstance(e, SyntaxError) and e.lineno else ''
-    detail = str(e.msg if isinstance(e, SyntaxError) else e).strip().splitlines()
+    detail = e.msg if isinstance(e, SyntaxError) else first_line(e)
     return (f'--config={value} cannot be loaded ({type(e).__name__}{where}'
-            f'{": " + detail[0] if detail else ""}): fix the file')
+            f'{": " + detail if detail else ""}): fix the file')
   if not isinstance(config, ml_collections.ConfigDict):
     return (f'--config={value}: get_config() returned {type(config).__name__}, not an '
             'ml_collections.ConfigDict')

@@ -93,8 +93,9 @@ def config_file_problem(value: str) -> str | None:
     shipped = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), 'configs', '[!_]*.py')))
     names = ', '.join(f'configs/{os.path.basename(p)}' for p in shipped)
-    return f'--config={value}: no such file {path}' + (f'; the configs: {names}' if names
-                                                           else '')
+    what = (f'{path} is a folder, not a config file' if os.path.isdir(path)
+            else f'no such file {path}')
+    return f'--config={value}: {what}' + (f'; the configs: {names}' if names else '')
   try:
     loader = importlib.machinery.SourceFileLoader('_checked_config', path)
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))

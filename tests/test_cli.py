@@ -20,7 +20,8 @@ def test_a_config_file_problem_names_the_file_and_the_fix(tmp_path):
       '--config needs a config file, e.g. --config=configs/default.py')
   folder = tmp_path / 'folder.py'
   folder.mkdir()
-  assert 'no such file' in config_utils.config_file_problem(str(folder))
+  assert f'{folder} is a folder, not a config file' in config_utils.config_file_problem(
+      str(folder))
   bad = tmp_path / 'bad.py'
   bad.write_text('def get_config():\n  return {}.missing\n')
   assert config_utils.config_file_problem(str(bad)) == (

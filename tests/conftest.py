@@ -6,6 +6,12 @@ import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+from squeezenet_jax import runtime  # pylint: disable=g-import-not-at-top
+
+# The CPU settings main.py applies (docs/cpu.md), so that in-process tests run what
+# main.py subprocesses run.
+runtime.cpu_settings()
+
 import atexit  # pylint: disable=g-import-not-at-top
 import fcntl  # pylint: disable=g-import-not-at-top
 import shutil  # pylint: disable=g-import-not-at-top

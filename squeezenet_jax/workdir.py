@@ -89,6 +89,25 @@ def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
   return flat
 
 
+# Fields added to the config after runs were written without them, each with the
+# value that trains as those runs did: a config.json lacking one means that value, so
+# an earlier run still resumes, exports and compresses.
+FIELDS_ADDED = {'ema_decay': 0.0, 'bn_bias_lr_scale': 1.0,
+                'augment.alternating_flip': False, 'model.stem_pool': True}
+
+
+def with_added_fields(saved: dict) -> dict:
+  """`saved` (a config.json's dict) with the FIELDS_ADDED it lacks, in place."""
+  for dotted, value in FIELDS_ADDED.items():
+    *groups, name = dotted.split('.')
+    node = saved
+    for group in groups:
+      node = node.get(group) if isinstance(node, dict) else None
+    if isinstance(node, dict) and name not in node:
+      node[name] = value
+  return saved
+
+
 def config_diff(old: dict, new: dict) -> list[str]:
   """Fields (dotted) whose values differ, ignoring observation-only fields."""
   old_flat, new_flat = _flatten(old), _flatten(new)
@@ -113,7 +132,7 @@ def check_claim(workdir: str, config: ml_collections.ConfigDict,
   path = Path(workdir)
   config_path = path / CONFIG_FILE
   if config_path.exists():
-    diff = config_diff(read_json(config_path), json.loads(config.to_json()))
+    diff = config_diff(with_added_fields(read_json(config_path)), json.loads(config.to_json()))
     if diff and not allow_config_change and has_progress(workdir):
       shown = ', '.join(diff[:5]) + (' ...' if len(diff) > 5 else '')
       raise UserError(
@@ -186,7 +205,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   config_path = Path(workdir) / CONFIG_FILE
   if not config_path.exists():
     raise UserError(f'{config_path} not found: is {workdir} the workdir of a train run?')
-  config = ml_collections.ConfigDict(_with_tuples(read_json(config_path)))
+  config = ml_collections.ConfigDict(_with_tuples(with_added_fields(read_json(config_path))))
   return config
 
 

@@ -46,6 +46,18 @@ def test_a_workdir_without_progress_takes_another_config(tmp_path):
     workdir_lib.claim(str(tmp_path), tiny_config(), False)
 
 
+def test_a_run_written_before_a_field_existed_loads_and_resumes_with_its_value(tmp_path):
+  saved = json.loads(tiny_config().to_json())
+  del saved['ema_decay'], saved['model']['stem_pool']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  (tmp_path / 'results.json').write_text('{}')  # progress: a changed config is refused
+  config = workdir_lib.load_config(str(tmp_path))
+  assert (config.ema_decay, config.model.stem_pool) == (0.0, True)
+  assert not workdir_lib.check_claim(str(tmp_path), tiny_config(), False)
+  with pytest.raises(UserError, match='another config .*ema_decay'):
+    workdir_lib.check_claim(str(tmp_path), tiny_config(ema_decay=0.9), False)
+
+
 def test_merge_json_keeps_other_keys(tmp_path):
   path = tmp_path / 'results.json'
   workdir_lib.merge_json(path, {'test_accuracy': 0.5, 'val_accuracy': 0.4})

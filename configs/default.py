@@ -63,6 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
   # BatchNorm offsets' learning rate as a multiple of the schedule's (airbench's BN-bias
   # learning rate); 1: the same as every other parameter's.
   config.bn_bias_lr_scale = 1.0
+  # > 0: the run's model is an exponential moving average of the weights (and BN
+  # statistics), this decay per step; evaluation, export and predict use it.
+  config.ema_decay = 0.0
   config.warmup_epochs = 1.0
   config.lr_schedule = 'cosine'  # decay after warmup: cosine | linear (to zero at the end)
   config.num_epochs = 30

@@ -1,7 +1,8 @@
 """Orbax `CheckpointManager` under `workdir/checkpoints`: save, resume, measure on disk.
 
 A step is saved as separate orbax items (`model`: parameters and BatchNorm statistics,
-`opt_state`, `progress`: step and RNG), so its bytes on disk split naturally into
+`opt_state`, `progress`: step and RNG; `live`: with `ema_decay`, the trained weights
+whose average `model` holds), so its bytes on disk split naturally into
 parameters, optimizer state and metadata, and inference code can restore `model`
 alone. Each step is committed atomically by orbax (written to a temporary directory,
 renamed when complete), so an interrupted save never replaces the last good step.
@@ -21,7 +22,7 @@ from absl import logging
 from squeezenet_jax.errors import UserError
 from squeezenet_jax.errors import WriteError
 
-ITEMS = ('model', 'opt_state', 'progress')
+ITEMS = ('model', 'opt_state', 'progress', 'live')  # live: only with an EMA (steps.TrainState)
 CORRUPT_DIR = 'corrupt_checkpoints'  # beside checkpoints/: steps that failed to load
 
 

@@ -37,8 +37,11 @@ def raw_item_bytes(config: ml_collections.ConfigDict, variables: dict[str, Any])
   tx = optim.make_optimizer(config, steps_per_epoch=1).tx
   progress = {'step': jax.ShapeDtypeStruct((), np.int32),
               'rng': jax.ShapeDtypeStruct((2,), np.uint32)}
-  return {'model': _nbytes(variables), 'opt_state': _nbytes(
+  raw = {'model': _nbytes(variables), 'opt_state': _nbytes(
       jax.eval_shape(tx.init, variables['params'])), 'progress': _nbytes(progress)}
+  if config.ema_decay > 0:  # the trained weights beside their average
+    raw['live'] = raw['model']
+  return raw
 
 
 def orbax_codec(item_dir: str | Path) -> dict[str, Any] | None:
@@ -326,14 +329,18 @@ def _reference_markdown(report: dict[str, Any], reference: dict[str, Any]) -> li
 
 
 def _checkpoint_markdown(sizes: dict[str, Any]) -> list[str]:
-  rows = [[step, f"{s['model_bytes']:,}", f"{s['opt_state_bytes']:,}",
-           f"{s['progress_bytes']:,}", f"{s['metadata_bytes']:,}", f"{s['total_bytes']:,}"]
+  # An EMA run's steps also hold the trained weights the model averages (`live`).
+  live = any(s.get('live_bytes') for s in sizes['steps'].values())
+  rows = [[step, f"{s['model_bytes']:,}", *([f"{s['live_bytes']:,}"] if live else []),
+           f"{s['opt_state_bytes']:,}", f"{s['progress_bytes']:,}",
+           f"{s['metadata_bytes']:,}", f"{s['total_bytes']:,}"]
           for step, s in sizes['steps'].items()]
   raw = ', '.join(f'{item} {n:,}' for item, n in sizes['raw_bytes'].items())
   ratios = ', '.join(f'{item} {r:.3f}x' for item, r in sizes['compression'].items())
+  header = ['Step', 'Model (params + BN stats)', *(['Live weights (EMA)'] if live else []),
+            'Optimizer state', 'Progress', 'Metadata', 'Total']
   return ['## Training checkpoints (orbax)', '',
-          *reporting.markdown_table(['Step', 'Model (params + BN stats)', 'Optimizer state',
-                           'Progress', 'Metadata', 'Total'], rows, [True] * 6),
+          *reporting.markdown_table(header, rows, [True] * len(header)),
           '', f'In memory: {raw} bytes. Orbax compression of step {sizes["latest_step"]} '
           f'(in memory / on disk, above 1 when the files are smaller): {ratios}; '
           f'{_codec_text(sizes["codec"])}.']

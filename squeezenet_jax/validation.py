@@ -97,6 +97,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     'weight_decay': at_least(0),
     'label_smoothing': fraction(),
     'bn_bias_lr_scale': above(0),
+    'ema_decay': fraction(),
     'warmup_epochs': at_least(0),
     'lr_schedule': one_of(*optim.SCHEDULES),
     'num_epochs': at_least(1, integer=True),

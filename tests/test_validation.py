@@ -24,6 +24,8 @@ from squeezenet_jax.errors import UserError
     ('batch_size', 0, 'an integer >= 1'),
     ('eval_batch_size', -8, 'an integer >= 1'),
     ('label_smoothing', 1.0, 'a number in [0, 1)'),
+    ('ema_decay', 1.0, 'a number in [0, 1)'),
+    ('ema_decay', -0.1, 'a number in [0, 1)'),
     ('model.dropout', 1.0, 'a number in [0, 1)'),
     ('warmup_epochs', -0.5, 'a number >= 0'),
     ('weight_decay', -1e-4, 'a number >= 0'),

@@ -161,11 +161,15 @@ def _finished_results(workdir: str, step: int | None,
 
 
 def _validate(trainer: trainer_lib.Trainer) -> dict[str, float]:
-  """val_* scores; with `eval_tta`, also val_*_tta on mirrored-and-averaged logits."""
+  """val_* scores; with `eval_tta`, also val_*_tta on mirrored-and-averaged logits; with
+  an EMA (the run's model), also val_live_* of the weights it averages."""
   scores = {f'val_{k}': v for k, v in trainer.score('validation').items()}
   if trainer.config.eval_tta:
     scores.update({f'val_{k}_tta': v
                    for k, v in trainer.score('validation', tta=True).items()})
+  if trainer.state.ema is not None:
+    scores.update({f'val_live_{k}': v
+                   for k, v in trainer.score('validation', live=True).items()})
   return scores
 
 

@@ -51,20 +51,44 @@ class TrainState:
   opt_state: optax.OptState
   rng: jax.Array  # the root key of `rng.streams`
   stage: Any = Plain()  # checkpointed in the `model` item, unless Plain
+  # With `ema_decay`: {'params', 'batch_stats'}, their moving average, the run's model.
+  ema: Any = None
 
   def to_items(self) -> dict[str, Any]:
-    """The checkpoint items (see checkpoints.ITEMS)."""
+    """The checkpoint items (see checkpoints.ITEMS).
+
+    `model` is always what evaluation, export and predict use: with an EMA it holds the
+    average, and the weights training resumes from go in `live`.
+    """
     model = {'params': self.params, 'batch_stats': self.batch_stats}
     if not isinstance(self.stage, Plain):
       model['stage'] = self.stage
-    return {'model': model, 'opt_state': self.opt_state,
-            'progress': {'step': self.step, 'rng': self.rng}}
+    items = {'model': model, 'opt_state': self.opt_state,
+             'progress': {'step': self.step, 'rng': self.rng}}
+    if self.ema is not None:
+      items['model'], items['live'] = dict(self.ema), model
+    return items
 
   @classmethod
   def from_items(cls, items: dict[str, Any]) -> 'TrainState':
+    live = items.get('live')
+    model = items['model'] if live is None else live
     return cls(step=items['progress']['step'], rng=items['progress']['rng'],
-               params=items['model']['params'], batch_stats=items['model']['batch_stats'],
-               opt_state=items['opt_state'], stage=items['model'].get('stage', Plain()))
+               params=model['params'], batch_stats=model['batch_stats'],
+               opt_state=items['opt_state'], stage=model.get('stage', Plain()),
+               ema=None if live is None else items['model'])
+
+
+def ema_update(ema: dict[str, Any], params: Any, batch_stats: Any, step: jax.Array,
+               decay: float) -> dict[str, Any]:
+  """The moving average after update `step` (1, 2, ...), of params and BN statistics.
+
+  The decay ramps up as min(decay, (1 + step) / (10 + step)), so that the first
+  steps' average is not held near the initialisation for 1 / (1 - decay) steps.
+  """
+  rate = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
+  new = {'params': params, 'batch_stats': batch_stats}
+  return optax.incremental_update(new, dict(ema), 1.0 - rate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +120,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   the update and the parameters after it, so that `metrics.jsonl` shows how training
   moves, not only where it ends. The model runs with
   `state.stage.to_params(state.params)`: the params themselves in plain training.
+  With `state.ema`, the step also moves the average towards the updated weights.
   """
   normalize = _normalizer(config)
 
@@ -118,8 +143,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params, stage = state.stage.after_update(optax.apply_updates(state.params, updates),
                                              state.step + 1)
+    ema = state.ema
+    if ema is not None:
+      ema = ema_update(ema, params, batch_stats, state.step + 1, config.ema_decay)
     state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                          opt_state=opt_state, stage=stage)
+                          opt_state=opt_state, stage=stage, ema=ema)
     return state, {'loss': loss, 'correct': jnp.sum(jnp.argmax(logits, -1) == labels),
                    'grad_norm': optax.tree.norm(grads),
                    'update_norm': optax.tree.norm(updates),

@@ -186,10 +186,12 @@ class Trainer:
     else:
       self.graphdef, variables = fine_tune.graphdef, fine_tune.variables
       stage, root = fine_tune.stage, fine_tune.rng
+    # A fine-tuning (compress) stage trains its own tree through its stage: no EMA.
+    ema = (dict(variables) if config.ema_decay > 0 and fine_tune is None else None)
     state = steps_lib.TrainState(
         step=np.zeros((), np.int32), params=variables['params'],
         batch_stats=variables['batch_stats'], opt_state=self.optimizer.tx.init(
-            variables['params']), rng=root, stage=stage)
+            variables['params']), rng=root, stage=stage, ema=ema)
     replicated = sharding.replicated(self.mesh)
     self.state_sharding = jax.tree.map(lambda _: replicated, state)
     self.state = sharding.put(state, replicated)
@@ -204,12 +206,18 @@ class Trainer:
 
   @property
   def model_vars(self) -> ModelVars:
-    """The variables the model runs with (through the stage: the params in plain training)."""
+    """The run's model: the EMA with `ema_decay`, else `live_vars`."""
+    return dict(self.state.ema) if self.state.ema is not None else self.live_vars
+
+  @property
+  def live_vars(self) -> ModelVars:
+    """The variables training updates (through the stage: the params in plain training)."""
     return {'params': self._to_params(self.state.params, self.state.stage),
             'batch_stats': self.state.batch_stats}
 
-  def score(self, name: str, tta: bool = False) -> dict[str, float]:
-    return self.scorer(self.model_vars, name, tta=tta)
+  def score(self, name: str, tta: bool = False, live: bool = False) -> dict[str, float]:
+    """Scores on split `name` of the run's model, or with `live` of the trained weights."""
+    return self.scorer(self.live_vars if live else self.model_vars, name, tta=tta)
 
   def device_train_data(self) -> tuple[jax.Array, jax.Array]:
     train = self.dataset.splits['train']

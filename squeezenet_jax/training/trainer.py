@@ -237,6 +237,14 @@ class Trainer:
   def restore(self, checkpointer: checkpoints.Checkpointer, step: int | None = None,
               fallback: bool = False) -> int:
     """Loads a checkpoint's items into the state; returns the step restored."""
+    latest = checkpointer.latest_step() if step is None else step
+    with_ema = latest is not None and (checkpointer.step_dir(latest) / 'live').is_dir()
+    if latest is not None and with_ema != (self.state.ema is not None):
+      raise UserError(
+          f'the checkpoint {checkpointer.step_dir(latest)} was trained '
+          f'{"with" if with_ema else "without"} an EMA of the weights; resume it with '
+          f'{"its ema_decay > 0" if with_ema else "ema_decay=0"} (config.json), or train '
+          'in a new --workdir')
     items, step = checkpointer.restore(checkpoints.abstract_like(self.state.to_items()), step,
                                        fallback=fallback)
     self.state = steps_lib.TrainState.from_items(items)

@@ -11,6 +11,7 @@ from conftest import copy_run, restored_params, tiny_config
 from squeezenet_jax import checkpoints
 from squeezenet_jax import sharding
 from squeezenet_jax import trained_run
+from squeezenet_jax.errors import UserError
 from squeezenet_jax.modes import evaluate
 from squeezenet_jax.modes import export
 from squeezenet_jax.training import loop
@@ -127,3 +128,14 @@ def test_an_ema_scanned_epoch_equals_the_per_step_loop():
   stepped = _trained(config)
   for a, b in zip(_leaves(scanned.state.ema), _leaves(stepped.state.ema), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize('ema_decay', [0.0, 0.9])
+def test_resuming_with_the_ema_switched_is_one_error(tmp_path, ema_run, ema_decay):
+  workdir = copy_run(ema_run[0], tmp_path / 'run')
+  if ema_decay:  # a run without an EMA, resumed with one
+    shutil.rmtree(workdir)
+    loop.train_and_evaluate(tiny_config(), str(workdir))
+  with pytest.raises(UserError, match='EMA of the weights; resume it with'):
+    loop.train_and_evaluate(tiny_config(num_epochs=2, ema_decay=ema_decay), str(workdir),
+                            allow_config_change=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -186,8 +187,11 @@ class Trainer:
     else:
       self.graphdef, variables = fine_tune.graphdef, fine_tune.variables
       stage, root = fine_tune.stage, fine_tune.rng
-    # A fine-tuning (compress) stage trains its own tree through its stage: no EMA.
-    ema = (dict(variables) if config.ema_decay > 0 and fine_tune is None else None)
+    # A fine-tuning (compress) stage trains its own tree through its stage: no EMA. The
+    # EMA starts as a copy: the step donates the state, and one buffer cannot be donated
+    # twice.
+    ema = (jax.tree.map(jnp.copy, variables) if config.ema_decay > 0 and fine_tune is None
+           else None)
     state = steps_lib.TrainState(
         step=np.zeros((), np.int32), params=variables['params'],
         batch_stats=variables['batch_stats'], opt_state=self.optimizer.tx.init(

@@ -38,6 +38,17 @@ def test_the_average_ramps_up_then_decays_at_the_configured_rate():
   np.testing.assert_allclose(late['params']['w'], 0.01 * 10.0, rtol=1e-5)
 
 
+def test_the_average_starts_as_a_copy_not_an_alias_of_the_weights():
+  """The step donates the state: a buffer in it twice could not be donated."""
+  config = tiny_config(ema_decay=0.9)
+  trainer = trainer_lib.Trainer(config, trainer_lib.load_data(config, ('train', 'validation')))
+  pointer = lambda a: a.addressable_shards[0].data.unsafe_buffer_pointer()
+  for weight, average in zip(jax.tree.leaves(trainer.state.params),
+                             jax.tree.leaves(trainer.state.ema['params']), strict=True):
+    assert pointer(weight) != pointer(average)
+  assert _equal(trainer.state.ema, trainer.live_vars)
+
+
 def _trained(config):
   trainer = trainer_lib.Trainer(config, trainer_lib.load_data(config, ('train', 'validation')),
                                 mesh=sharding.make_mesh(jax.devices()[:1]))

@@ -118,6 +118,10 @@ class Checkpointer:
   def step_dir(self, step: int) -> Path:
     return self.directory / str(step)
 
+  def has_item(self, step: int, item: str) -> bool:
+    """Whether `step` was saved with `item` (one of ITEMS; e.g. `live` for an EMA run)."""
+    return (self.step_dir(step) / item).is_dir()
+
   def save(self, step: int, items: dict[str, Any]) -> None:
     """Saves `items` (a subset of ITEMS; items without arrays are not written)."""
     args = {k: ocp.args.StandardSave(v) for k, v in items.items() if _has_arrays(v)}

@@ -88,7 +88,7 @@ def ema_update(ema: dict[str, Any], params: Any, batch_stats: Any, step: jax.Arr
   """
   rate = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
   new = {'params': params, 'batch_stats': batch_stats}
-  return optax.incremental_update(new, dict(ema), 1.0 - rate)
+  return optax.incremental_update(new, ema, 1.0 - rate)
 
 
 @dataclasses.dataclass(frozen=True)

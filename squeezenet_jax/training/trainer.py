@@ -242,7 +242,7 @@ class Trainer:
               fallback: bool = False) -> int:
     """Loads a checkpoint's items into the state; returns the step restored."""
     latest = checkpointer.latest_step() if step is None else step
-    with_ema = latest is not None and (checkpointer.step_dir(latest) / 'live').is_dir()
+    with_ema = latest is not None and checkpointer.has_item(latest, 'live')
     if latest is not None and with_ema != (self.state.ema is not None):
       raise UserError(
           f'the checkpoint {checkpointer.step_dir(latest)} was trained '

@@ -244,11 +244,12 @@ class Trainer:
     latest = checkpointer.latest_step() if step is None else step
     with_ema = latest is not None and checkpointer.has_item(latest, 'live')
     if latest is not None and with_ema != (self.state.ema is not None):
-      raise UserError(
-          f'the checkpoint {checkpointer.step_dir(latest)} was trained '
-          f'{"with" if with_ema else "without"} an EMA of the weights; resume it with '
-          f'{"its ema_decay > 0" if with_ema else "ema_decay=0"} (config.json), or train '
-          'in a new --workdir')
+      found = ('holds a `live` item: it was trained with an EMA of the weights; resume it '
+               'with its ema_decay > 0 (config.json)' if with_ema else
+               'holds no `live` item, which an EMA run saves: it was trained without an EMA '
+               'of the weights (resume it with ema_decay=0, config.json) or the item is lost')
+      raise UserError(f'the checkpoint {checkpointer.step_dir(latest)} {found}; or train in '
+                      'a new --workdir')
     items, step = checkpointer.restore(checkpoints.abstract_like(self.state.to_items()), step,
                                        fallback=fallback)
     self.state = steps_lib.TrainState.from_items(items)
